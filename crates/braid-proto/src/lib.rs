@@ -1,0 +1,13 @@
+//! braid's protocols as pure state machines, without I/O, tokio or clocks.
+//!
+//! - [`agg`]: the aggregation engine, which carries one ordered byte stream over many links.
+//!
+//! Time is passed in as [`Time`]; nothing here reads a clock or touches a socket, so the same
+//! inputs always give the same outputs. That is what lets `braid-sim` run thousands of link
+//! scenarios in virtual time and the fuzzers drive the real engine.
+#![warn(missing_docs)]
+
+pub mod agg;
+mod time;
+
+pub use time::Time;
