@@ -3,4 +3,8 @@
 //! This crate is the tokio driver and public API over the state machines of `braid-proto`.
 #![warn(missing_docs)]
 
+pub mod backoff;
+pub mod spec;
+pub mod transport;
+
 pub use braid_proto as proto;
