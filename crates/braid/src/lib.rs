@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod secure;
 pub mod spec;
 pub mod transport;
 
