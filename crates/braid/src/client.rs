@@ -1,0 +1,347 @@
+//! Client side: dial link specs into one connection and keep its links up.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+
+use crate::backoff::Backoff;
+use crate::connection::{Connection, ConnectionState, Inner, LinkSettings, Shared, Side};
+use crate::driver::LinkEnd;
+use crate::join::{JoinError, client_join, join_existing};
+use crate::proto::agg::frame::RefuseCode;
+use crate::proto::agg::handshake::HandshakeError;
+use crate::proto::agg::{self, ConnectionId};
+use crate::secure::{Key, Security};
+use crate::spec::LinkSpec;
+use crate::transport::{LinkListener, dial};
+
+/// Settings of a client (also used for links a server dials).
+///
+/// ```
+/// let mut c = braid::client::ClientConfig::new(braid::secure::Key::generate());
+/// c.dial_timeout = std::time::Duration::from_secs(3);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The pre-shared key.
+    pub key: Key,
+    /// Encrypted (default) or authenticated plaintext.
+    pub security: Security,
+    /// Engine settings (CRC is turned on for plaintext automatically).
+    pub engine: agg::Config,
+    /// Time allowed to open one socket or start one command.
+    pub dial_timeout: Duration,
+    /// Time allowed for a link's security and braid handshakes.
+    pub handshake_timeout: Duration,
+    /// First redial delay after a link drops.
+    pub backoff_initial: Duration,
+    /// Longest redial delay.
+    pub backoff_cap: Duration,
+    /// Most links the connection carries at once.
+    pub max_links: usize,
+}
+
+impl ClientConfig {
+    /// Defaults with `key`.
+    ///
+    /// ```
+    /// let c = braid::client::ClientConfig::new(braid::secure::Key::generate());
+    /// assert_eq!(c.security, braid::secure::Security::Encrypted);
+    /// ```
+    pub fn new(key: Key) -> Self {
+        ClientConfig {
+            key,
+            security: Security::Encrypted,
+            engine: agg::Config::default(),
+            dial_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(5),
+            max_links: 64,
+        }
+    }
+
+    fn settings(&self) -> LinkSettings {
+        LinkSettings {
+            key: self.key.clone(),
+            security: self.security,
+            handshake_timeout: self.handshake_timeout,
+            dial_timeout: self.dial_timeout,
+            backoff_initial: self.backoff_initial,
+            backoff_cap: self.backoff_cap,
+            max_links: self.max_links,
+        }
+    }
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No spec was given.
+    #[error("no link spec given")]
+    NoSpecs,
+    /// No link could be set up; the last failure.
+    #[error("no link could be established: {0}")]
+    NoLink(#[source] JoinError),
+    /// Accepting links failed.
+    #[error("accepting links: {0}")]
+    Accept(#[from] std::io::Error),
+}
+
+/// Creates the shared state of a connection and starts its driver.
+pub(crate) fn start_connection(
+    id: ConnectionId,
+    side: Side,
+    settings: LinkSettings,
+    mut engine: agg::Config,
+) -> Connection {
+    if settings.security == Security::Plaintext {
+        engine.crc = true;
+    }
+    let epoch = Instant::now();
+    let (tx, rx) = mpsc::channel(256);
+    let inner = Arc::new(Inner {
+        id,
+        side,
+        epoch,
+        shared: Mutex::new(Shared {
+            conn: agg::Connection::new(engine, crate::proto::Time::ZERO),
+            read_waker: None,
+            write_waker: None,
+            app_handles: 0,
+            read_finished: false,
+            links: Default::default(),
+        }),
+        wake: Notify::new(),
+        to_driver: tx,
+        events: broadcast::channel(256).0,
+        state: watch::channel(ConnectionState::Open).0,
+        settings,
+        slots: Mutex::new(Vec::new()),
+    });
+    let conn = Connection::new(inner.clone());
+    tokio::spawn(crate::driver::run(inner, rx));
+    conn
+}
+
+/// Connects over `specs`: dials one link to create the connection, then every other link
+/// (`count=N` sockets per TCP spec), and keeps them all up, redialling dropped links with
+/// capped jittered backoff, while the connection lives.
+///
+/// # Errors
+/// [`ConnectError::NoLink`] when not a single link could be set up (one attempt per spec).
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use braid::client::{connect, ClientConfig};
+/// let key = braid::secure::Key::from_hex(&std::env::var("BRAID_KEY")?)?;
+/// let specs = vec![
+///     "tcp://server:7700?dev=eth0".parse()?,
+///     "tcp://server:7700?dev=wlan0&count=2".parse()?,
+/// ];
+/// let conn = connect(&specs, ClientConfig::new(key)).await?;
+/// println!("connected: {}", conn.id());
+/// # Ok(()) }
+/// ```
+pub async fn connect(specs: &[LinkSpec], config: ClientConfig) -> Result<Connection, ConnectError> {
+    let settings = config.settings();
+    let mut last = None;
+    for (i, spec) in specs.iter().enumerate() {
+        let attempt = async {
+            let raw = dial(spec, settings.dial_timeout).await?;
+            client_join(raw, ConnectionId::NEW, &settings).await
+        };
+        match attempt.await {
+            Ok((link, id, leftover)) => {
+                let conn = start_connection(id, Side::Client, settings, config.engine.clone());
+                let inner = conn.handle().0;
+                let (end_tx, end_rx) = oneshot::channel();
+                crate::join::admit(&inner, link, leftover, Some(spec.clone()), Some(end_tx))
+                    .await
+                    .map_err(ConnectError::NoLink)?;
+                spawn_slot(inner.clone(), spec.clone(), Some(end_rx));
+                for _ in 1..spec.count() {
+                    spawn_slot(inner.clone(), spec.clone(), None);
+                }
+                for other in &specs[i + 1..] {
+                    for _ in 0..other.count() {
+                        spawn_slot(inner.clone(), other.clone(), None);
+                    }
+                }
+                return Ok(conn);
+            }
+            Err(e) => {
+                tracing::warn!(%spec, "link failed: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.map_or(ConnectError::NoSpecs, ConnectError::NoLink))
+}
+
+/// Like [`connect`], but accepts the links on `listeners` (made by socat, ssh, anything)
+/// instead of dialling; this side still plays the braid client. Waits for the first link.
+///
+/// # Errors
+/// [`ConnectError::Accept`] when accepting fails.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use braid::transport::LinkListener;
+/// let l = LinkListener::bind(&"unix:/tmp/braid-links.sock".parse()?).await?;
+/// let key = braid::secure::Key::generate();
+/// let conn = braid::client::connect_accepting(vec![l], braid::client::ClientConfig::new(key)).await?;
+/// # drop(conn); Ok(()) }
+/// ```
+pub async fn connect_accepting(
+    listeners: Vec<LinkListener>,
+    config: ClientConfig,
+) -> Result<Connection, ConnectError> {
+    let settings = config.settings();
+    let listeners: Vec<Arc<LinkListener>> = listeners.into_iter().map(Arc::new).collect();
+    let (first_tx, mut first_rx) = mpsc::channel(16);
+    let mut acceptors = Vec::new();
+    for l in &listeners {
+        let l = l.clone();
+        let tx = first_tx.clone();
+        acceptors.push(tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok(raw) => {
+                        if tx.send(raw).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(first_tx);
+    let conn = loop {
+        let Some(raw) = first_rx.recv().await else {
+            return Err(ConnectError::Accept(std::io::Error::other(
+                "listeners closed",
+            )));
+        };
+        let peer = raw.peer.clone();
+        match client_join(raw, ConnectionId::NEW, &settings).await {
+            Ok((link, id, leftover)) => {
+                let conn =
+                    start_connection(id, Side::Client, settings.clone(), config.engine.clone());
+                let inner = conn.handle().0;
+                crate::join::admit(&inner, link, leftover, None, None)
+                    .await
+                    .map_err(ConnectError::NoLink)?;
+                break conn;
+            }
+            Err(e) => tracing::warn!(%peer, "link rejected: {e}"),
+        }
+    };
+    for a in acceptors {
+        a.abort();
+    }
+    let inner = conn.handle().0;
+    for l in listeners {
+        let label = format!("accepting on {}", l.local_spec());
+        let inner2 = inner.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok(raw) => {
+                        let inner3 = inner2.clone();
+                        tokio::spawn(async move {
+                            let peer = raw.peer.clone();
+                            if let Err(e) = join_existing(&inner3, raw, None).await {
+                                tracing::warn!(%peer, "link rejected: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((label, task.abort_handle()));
+    }
+    Ok(conn)
+}
+
+/// Keeps one link of `spec` up while the connection lives. `first` is the end notice of a
+/// link this slot already has.
+pub(crate) fn spawn_slot(
+    inner: Arc<Inner>,
+    spec: LinkSpec,
+    first: Option<oneshot::Receiver<LinkEnd>>,
+) {
+    let s = inner.settings.clone();
+    let inner2 = inner.clone();
+    let spec2 = spec.clone();
+    let task = tokio::spawn(async move {
+        let inner = inner2;
+        let spec = spec2;
+        let mut backoff = Backoff::new(s.backoff_initial, s.backoff_cap);
+        let mut current = first;
+        let mut failures = 0u32;
+        loop {
+            if let Some(rx) = current.take() {
+                match rx.await {
+                    Ok(LinkEnd::Recycled) => backoff.reset(),
+                    Ok(LinkEnd::Dead(why)) => {
+                        tracing::debug!(%spec, "link died ({why}); redialling");
+                        tokio::time::sleep(backoff.next_delay()).await
+                    }
+                    Ok(LinkEnd::Removed) | Err(_) => return,
+                }
+            }
+            if inner.is_over() {
+                return;
+            }
+            let attempt = async {
+                let raw = dial(&spec, s.dial_timeout).await?;
+                let (tx, rx) = oneshot::channel();
+                join_existing(&inner, raw, Some((spec.clone(), tx))).await?;
+                Ok::<_, JoinError>(rx)
+            };
+            match attempt.await {
+                Ok(rx) => {
+                    failures = 0;
+                    backoff.reset();
+                    current = Some(rx);
+                }
+                Err(JoinError::Handshake(HandshakeError::Refused(
+                    RefuseCode::UnknownConnection,
+                ))) => {
+                    tracing::warn!(%spec, "server no longer knows this connection; not redialling");
+                    return;
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(%spec, "link failed: {e}; redialling with backoff");
+                    } else {
+                        tracing::debug!(%spec, "redial failed: {e}");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    });
+    inner
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((spec.to_string(), task.abort_handle()));
+}

@@ -1,0 +1,425 @@
+//! The driver: one task per connection that moves bytes between the links and the engine.
+//!
+//! ```text
+//!  link reader tasks ──Input──▶ ┌──────────────┐ ──Write(buf)──▶ link writer tasks
+//!  (decrypt)                    │ driver task  │                 (encrypt, write_all)
+//!  app read/write ──notify────▶ │ agg engine   │ ◀─WriteDone──── (buffer comes back)
+//!  timer ──────────────────────▶└──────────────┘
+//! ```
+//!
+//! The driver makes no protocol decision: it feeds the engine what arrives, hands each link's
+//! writer the engine's frames when that writer is idle (at most [`MAX_QUEUED`] buffers of
+//! [`BATCH`] bytes per link, so the engine, not a queue, decides where data goes), arms one
+//! timer from `poll_timeout`, and turns engine events into socket actions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::connection::{ConnectionEvent, ConnectionState, Inner};
+use crate::proto::agg::{Event, LinkId};
+use crate::secure::{LinkReader, LinkWriter, SecureLink};
+use crate::spec::LinkSpec;
+
+/// Most bytes the driver asks the engine for in one `poll_transmit` for one link.
+pub(crate) const BATCH: usize = 64 * 1024;
+/// Most buffers handed to one link's writer and not yet written.
+pub(crate) const MAX_QUEUED: usize = 2;
+/// How long a connection whose application let go of it may take to deliver what it has.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// Why a link dialled from a spec ended (tells its dialling slot what to do).
+#[derive(Debug)]
+pub(crate) enum LinkEnd {
+    /// Died: redial with backoff.
+    Dead(String),
+    /// Replaced after `recycle=` bytes: redial now.
+    Recycled,
+    /// Removed by the user: do not redial.
+    Removed,
+}
+
+/// A link that finished both handshakes, ready to carry data.
+pub(crate) struct NewLink {
+    pub link: SecureLink,
+    /// Bytes read past the braid handshake (the first engine frames).
+    pub leftover: Bytes,
+    pub spec: Option<LinkSpec>,
+    pub ended: Option<oneshot::Sender<LinkEnd>>,
+}
+
+/// Messages to the driver task.
+pub(crate) enum ToDriver {
+    Input(LinkId, Bytes),
+    ReadEnd(LinkId, Option<String>),
+    WriteDone(LinkId, Vec<u8>),
+    WriteFailed(LinkId, String),
+    Add(Box<NewLink>),
+    Remove(LinkId),
+}
+
+enum WriterCmd {
+    Write(Vec<u8>),
+    Close,
+}
+
+struct DriverLink {
+    peer: String,
+    writer: mpsc::UnboundedSender<WriterCmd>,
+    reader_task: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
+    queued: usize,
+    spare: Vec<Vec<u8>>,
+    sent: u64,
+    recycle: Option<u64>,
+    ended: Option<oneshot::Sender<LinkEnd>>,
+    leaving: bool,
+}
+
+impl DriverLink {
+    fn kill(&mut self) {
+        self.reader_task.abort();
+        self.writer_task.abort();
+    }
+
+    fn end(&mut self, why: LinkEnd) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(why);
+        }
+    }
+}
+
+async fn reader_task(id: LinkId, mut r: LinkReader, tx: mpsc::Sender<ToDriver>) {
+    loop {
+        let msg = match r.read().await {
+            Ok(Some(b)) => ToDriver::Input(id, b),
+            Ok(None) => ToDriver::ReadEnd(id, None),
+            Err(e) => ToDriver::ReadEnd(id, Some(e.to_string())),
+        };
+        let end = !matches!(msg, ToDriver::Input(..));
+        if tx.send(msg).await.is_err() || end {
+            break;
+        }
+    }
+    // The driver is gone or the link ended: read to the end for a moment so that closing the
+    // socket does not reset what the peer still has in flight.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(_)) = r.read().await {}
+    })
+    .await;
+}
+
+async fn writer_task(
+    id: LinkId,
+    mut w: LinkWriter,
+    mut rx: mpsc::UnboundedReceiver<WriterCmd>,
+    tx: mpsc::Sender<ToDriver>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            WriterCmd::Write(buf) => match w.write_all(&buf).await {
+                Ok(()) => {
+                    if tx.send(ToDriver::WriteDone(id, buf)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(ToDriver::WriteFailed(id, e.to_string())).await;
+                    return;
+                }
+            },
+            WriterCmd::Close => break,
+        }
+    }
+    // Deliver whatever is still queued, then a clean end of the link.
+    while let Ok(WriterCmd::Write(buf)) = rx.try_recv() {
+        if w.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
+}
+
+/// Runs a connection until it is over.
+pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<ToDriver>) {
+    let mut d = Driver {
+        inner: inner.clone(),
+        links: HashMap::new(),
+        linger: None,
+    };
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        let (deadline, done) = d.step(&mut batch);
+        if done {
+            break;
+        }
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let at = deadline
+            .map(|t| {
+                tokio::time::Instant::from_std(inner.epoch) + Duration::from_micros(t.as_micros())
+            })
+            .unwrap_or(far);
+        let at = d.linger.map_or(at, |l| at.min(l));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    break;
+                }
+            }
+            _ = inner.wake.notified() => {}
+            _ = &mut sleep => {}
+        }
+    }
+    d.shutdown();
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    links: HashMap<LinkId, DriverLink>,
+    linger: Option<tokio::time::Instant>,
+}
+
+impl Driver {
+    /// Feeds everything that happened to the engine and acts on what comes out. Returns the
+    /// next timer deadline and whether the connection is over.
+    fn step(&mut self, batch: &mut Vec<ToDriver>) -> (Option<crate::proto::Time>, bool) {
+        let inner = self.inner.clone();
+        let mut s = inner.lock();
+        let now = inner.now();
+        for msg in batch.drain(..) {
+            match msg {
+                ToDriver::Input(id, data) => {
+                    if self.links.contains_key(&id) {
+                        s.conn.handle_input(id, &data, now);
+                    }
+                }
+                ToDriver::ReadEnd(id, reason) => {
+                    if let Some(l) = self.links.get_mut(&id) {
+                        if !l.leaving {
+                            let why = reason.unwrap_or_else(|| "closed by peer".into());
+                            tracing::warn!(conn = %inner.id, link = %id, peer = %l.peer, "link failed: {why}");
+                            s.conn.link_failed(id, now);
+                        }
+                    }
+                }
+                ToDriver::WriteDone(id, mut buf) => {
+                    if let Some(l) = self.links.get_mut(&id) {
+                        l.queued = l.queued.saturating_sub(1);
+                        buf.clear();
+                        l.spare.push(buf);
+                    }
+                }
+                ToDriver::WriteFailed(id, why) => {
+                    if let Some(l) = self.links.get(&id) {
+                        tracing::warn!(conn = %inner.id, link = %id, peer = %l.peer, "link write failed: {why}");
+                        s.conn.link_failed(id, now);
+                    }
+                }
+                ToDriver::Add(new) => {
+                    let new = *new;
+                    if s.links.len() >= inner.settings.max_links || inner.is_over() {
+                        tracing::warn!(conn = %inner.id, peer = %new.link.peer, "link dropped: link limit reached or connection over");
+                        continue;
+                    }
+                    let id = s.conn.add_link(now);
+                    if !new.leftover.is_empty() {
+                        s.conn.handle_input(id, &new.leftover, now);
+                    }
+                    let SecureLink {
+                        reader,
+                        writer,
+                        peer,
+                    } = new.link;
+                    let (wtx, wrx) = mpsc::unbounded_channel();
+                    let reader_task =
+                        tokio::spawn(reader_task(id, reader, inner.to_driver.clone()));
+                    let writer_task =
+                        tokio::spawn(writer_task(id, writer, wrx, inner.to_driver.clone()));
+                    tracing::info!(conn = %inner.id, link = %id, %peer, "link up");
+                    let _ = inner.events.send(ConnectionEvent::LinkUp {
+                        link: id,
+                        peer: peer.clone(),
+                    });
+                    s.links.insert(id, (peer.clone(), new.spec.clone()));
+                    self.links.insert(
+                        id,
+                        DriverLink {
+                            peer,
+                            writer: wtx,
+                            reader_task,
+                            writer_task,
+                            queued: 0,
+                            spare: Vec::new(),
+                            sent: 0,
+                            recycle: new.spec.as_ref().and_then(|s| s.recycle()),
+                            ended: new.ended,
+                            leaving: false,
+                        },
+                    );
+                }
+                ToDriver::Remove(id) => {
+                    if let Some(l) = self.links.get_mut(&id) {
+                        if !l.leaving {
+                            tracing::info!(conn = %inner.id, link = %id, peer = %l.peer, "removing link");
+                            l.leaving = true;
+                            l.end(LinkEnd::Removed);
+                            s.conn.remove_link(id, now);
+                        }
+                    }
+                }
+            }
+        }
+
+        if s.conn.poll_timeout().is_some_and(|t| t <= now) {
+            s.conn.handle_timeout(now);
+        }
+
+        // The application let go of the connection.
+        if s.app_handles == 0 && !s.conn.is_closed() && self.linger.is_none() {
+            if s.read_finished {
+                let _ = s.conn.finish();
+            } else {
+                let _ = s.conn.finish();
+                s.conn.abort(0, now);
+            }
+            self.linger = Some(tokio::time::Instant::now() + LINGER);
+        }
+        if let Some(l) = self.linger {
+            if tokio::time::Instant::now() >= l && !s.conn.is_closed() {
+                s.conn.abort(0, now);
+            }
+        }
+
+        self.events(&mut s);
+        // Hand each idle writer the engine's frames for it.
+        for (&id, l) in self.links.iter_mut() {
+            while l.queued < MAX_QUEUED {
+                let mut buf = l
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(BATCH + 32 * 1024));
+                let n = s.conn.poll_transmit(id, now, BATCH, &mut buf);
+                if n == 0 {
+                    l.spare.push(buf);
+                    break;
+                }
+                l.sent += n as u64;
+                l.queued += 1;
+                if l.writer.send(WriterCmd::Write(buf)).is_err() {
+                    break;
+                }
+            }
+            if let Some(limit) = l.recycle {
+                if l.sent >= limit && !l.leaving {
+                    tracing::debug!(conn = %inner.id, link = %id, "recycling link after {} bytes", l.sent);
+                    l.leaving = true;
+                    l.end(LinkEnd::Recycled);
+                    s.conn.remove_link(id, now);
+                }
+            }
+        }
+        self.events(&mut s);
+        let deadline = s.conn.poll_timeout();
+        let over = s.conn.is_closed() || inner.is_over();
+        let flushed = self.links.values().all(|l| l.queued == 0);
+        (deadline, over && flushed)
+    }
+
+    fn events(&mut self, s: &mut crate::connection::Shared) {
+        let inner = &self.inner;
+        while let Some(ev) = s.conn.poll_event() {
+            match ev {
+                Event::LinkDead { link, reason } => {
+                    let peer = s.links.remove(&link).map(|p| p.0).unwrap_or_default();
+                    if let Some(mut l) = self.links.remove(&link) {
+                        let why = format!("{reason:?}");
+                        tracing::warn!(conn = %inner.id, %link, %peer, "link dead: {why}");
+                        l.kill();
+                        l.end(LinkEnd::Dead(why.clone()));
+                        let _ = inner.events.send(ConnectionEvent::LinkDown {
+                            link,
+                            peer,
+                            reason: why,
+                        });
+                    }
+                }
+                Event::LinkClosed(link) => {
+                    let peer = s.links.remove(&link).map(|p| p.0).unwrap_or_default();
+                    if let Some(l) = self.links.remove(&link) {
+                        tracing::debug!(conn = %inner.id, %link, %peer, "link closed");
+                        let _ = l.writer.send(WriterCmd::Close);
+                        let _ = inner.events.send(ConnectionEvent::LinkDown {
+                            link,
+                            peer,
+                            reason: "closed".into(),
+                        });
+                    }
+                }
+                Event::Readable => {
+                    if let Some(w) = s.read_waker.take() {
+                        w.wake();
+                    }
+                }
+                Event::Writable => {
+                    if let Some(w) = s.write_waker.take() {
+                        w.wake();
+                    }
+                }
+                Event::Closed => {
+                    tracing::debug!(conn = %inner.id, "connection closed");
+                    inner.state.send_replace(ConnectionState::Closed);
+                    let _ = inner.events.send(ConnectionEvent::Closed);
+                    wake_all(s);
+                }
+                Event::Failed(e) => {
+                    tracing::warn!(conn = %inner.id, "connection failed: {e}");
+                    inner.state.send_replace(ConnectionState::Failed(e.clone()));
+                    let _ = inner.events.send(ConnectionEvent::Failed(e));
+                    wake_all(s);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let mut s = self.inner.lock();
+        if *self.inner.state.borrow() == ConnectionState::Open {
+            let e = crate::proto::agg::ConnectionError::LocalReset(0);
+            self.inner.state.send_replace(ConnectionState::Failed(e));
+        }
+        for (_, mut l) in self.links.drain() {
+            l.end(LinkEnd::Removed);
+            let _ = l.writer.send(WriterCmd::Close);
+        }
+        s.links.clear();
+        wake_all(&mut s);
+        for (_, slot) in self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            slot.abort();
+        }
+    }
+}
+
+fn wake_all(s: &mut crate::connection::Shared) {
+    if let Some(w) = s.read_waker.take() {
+        w.wake();
+    }
+    if let Some(w) = s.write_waker.take() {
+        w.wake();
+    }
+}

@@ -1,0 +1,186 @@
+//! Joining a link to a connection: the security handshake, then the braid `Hello`/`Welcome`
+//! inside the secured channel.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::connection::{Inner, LinkSettings, Side};
+use crate::driver::{LinkEnd, NewLink, ToDriver};
+use crate::proto::agg::ConnectionId;
+use crate::proto::agg::frame::RefuseCode;
+use crate::proto::agg::handshake::{self, HandshakeError, Hello};
+use crate::secure::{self, AuthError, LinkReader, Role, SecureLink, Security};
+use crate::spec::LinkSpec;
+use crate::transport::{DialError, RawLink};
+
+/// Why a link could not join a connection. The link is dropped; others are unaffected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// Dialling failed.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The security handshake failed (wrong key, not a braid peer, timeout...).
+    #[error("security handshake: {0}")]
+    Auth(#[from] AuthError),
+    /// The braid handshake failed (wrong version, refused, malformed).
+    #[error("braid handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The link closed during the braid handshake.
+    #[error("link closed during the braid handshake")]
+    Closed,
+    /// The peer answered for another connection.
+    #[error("peer answered for another connection")]
+    WrongConnection,
+    /// The connection is over or full.
+    #[error("connection is over or has no room for the link")]
+    ConnectionOver,
+}
+
+/// The most handshake bytes buffered before a `Hello`/`Welcome` is complete.
+const MAX_HANDSHAKE_BYTES: usize = 4096;
+
+async fn read_until<T>(
+    reader: &mut LinkReader,
+    buf: &mut BytesMut,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Option<T>, HandshakeError>,
+) -> Result<T, JoinError> {
+    loop {
+        if let Some(t) = parse(buf)? {
+            return Ok(t);
+        }
+        if buf.len() > MAX_HANDSHAKE_BYTES {
+            return Err(JoinError::Closed);
+        }
+        match reader.read().await? {
+            Some(b) => buf.extend_from_slice(&b),
+            None => return Err(JoinError::Closed),
+        }
+    }
+}
+
+/// Client side of both handshakes; returns the link, the connection id the server chose (or
+/// confirmed) and the bytes read past the `Welcome`.
+pub(crate) async fn client_join(
+    raw: RawLink,
+    conn: ConnectionId,
+    s: &LinkSettings,
+) -> Result<(SecureLink, ConnectionId, Bytes), JoinError> {
+    let fut = async {
+        let mut link = secure::handshake(
+            raw,
+            &s.key,
+            Role::Initiator,
+            s.security,
+            s.handshake_timeout,
+        )
+        .await?;
+        let mut out = BytesMut::new();
+        handshake::client_hello(conn, s.security == Security::Plaintext, &mut out);
+        link.writer.write_all(&out).await.map_err(AuthError::Io)?;
+        let mut buf = BytesMut::new();
+        let (id, _index) = read_until(&mut link.reader, &mut buf, handshake::read_welcome).await?;
+        if !conn.is_new() && id != conn {
+            return Err(JoinError::WrongConnection);
+        }
+        Ok((link, id, buf.freeze()))
+    };
+    tokio::time::timeout(s.handshake_timeout, fut)
+        .await
+        .map_err(|_| JoinError::Auth(AuthError::Timeout))?
+}
+
+/// Server side up to the `Hello`: the secured link, what it asked for, bytes after it.
+pub(crate) async fn server_hello(
+    raw: RawLink,
+    s: &LinkSettings,
+) -> Result<(SecureLink, Hello, Bytes), JoinError> {
+    let fut = async {
+        let mut link = secure::handshake(
+            raw,
+            &s.key,
+            Role::Responder,
+            s.security,
+            s.handshake_timeout,
+        )
+        .await?;
+        let mut buf = BytesMut::new();
+        match read_until(&mut link.reader, &mut buf, handshake::read_hello).await {
+            Ok(hello) => Ok((link, hello, buf.freeze())),
+            Err(JoinError::Handshake(HandshakeError::Version(v))) => {
+                refuse(&mut link, RefuseCode::Version).await;
+                Err(JoinError::Handshake(HandshakeError::Version(v)))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    tokio::time::timeout(s.handshake_timeout, fut)
+        .await
+        .map_err(|_| JoinError::Auth(AuthError::Timeout))?
+}
+
+/// Sends `Refuse` (best effort).
+pub(crate) async fn refuse(link: &mut SecureLink, code: RefuseCode) {
+    let mut out = BytesMut::new();
+    handshake::refuse(code, &mut out);
+    let _ = link.writer.write_all(&out).await;
+    let _ = link.writer.shutdown().await;
+}
+
+/// Sends `Welcome` and hands the link to the connection's driver.
+pub(crate) async fn admit(
+    inner: &Arc<Inner>,
+    mut link: SecureLink,
+    leftover: Bytes,
+    spec: Option<LinkSpec>,
+    ended: Option<tokio::sync::oneshot::Sender<LinkEnd>>,
+) -> Result<(), JoinError> {
+    let links = inner.lock().links.len();
+    if inner.is_over() || links >= inner.settings.max_links {
+        refuse(&mut link, RefuseCode::Limit).await;
+        return Err(JoinError::ConnectionOver);
+    }
+    let index = links as u32;
+    if inner.side == Side::Server {
+        let mut out = BytesMut::new();
+        handshake::welcome(inner.id, index, &mut out);
+        link.writer.write_all(&out).await.map_err(AuthError::Io)?;
+    }
+    inner
+        .to_driver
+        .send(ToDriver::Add(Box::new(NewLink {
+            link,
+            leftover,
+            spec,
+            ended,
+        })))
+        .await
+        .map_err(|_| JoinError::ConnectionOver)
+}
+
+/// Joins `raw` to the existing connection `inner`, in the role that connection plays.
+pub(crate) async fn join_existing(
+    inner: &Arc<Inner>,
+    raw: RawLink,
+    slot: Option<(LinkSpec, tokio::sync::oneshot::Sender<LinkEnd>)>,
+) -> Result<(), JoinError> {
+    let (spec, ended) = match slot {
+        Some((s, e)) => (Some(s), Some(e)),
+        None => (None, None),
+    };
+    match inner.side {
+        Side::Client => {
+            let (link, _, leftover) = client_join(raw, inner.id, &inner.settings).await?;
+            admit(inner, link, leftover, spec, ended).await
+        }
+        Side::Server => {
+            let (mut link, hello, leftover) = server_hello(raw, &inner.settings).await?;
+            if hello.conn != inner.id {
+                refuse(&mut link, RefuseCode::UnknownConnection).await;
+                return Err(JoinError::WrongConnection);
+            }
+            admit(inner, link, leftover, spec, ended).await
+        }
+    }
+}

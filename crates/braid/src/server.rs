@@ -1,0 +1,315 @@
+//! Server side: accept links on several listeners and group them into connections.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::client::start_connection;
+use crate::connection::{Connection, ConnectionHandle, Inner, LinkSettings, Side};
+use crate::join::{admit, refuse, server_hello};
+use crate::proto::agg::{self, ConnectionId, frame::RefuseCode};
+use crate::secure::{Key, Security};
+use crate::spec::ListenSpec;
+use crate::transport::{LinkListener, RawLink};
+
+/// Server settings, limits included: everything a hostile peer could exhaust is bounded.
+///
+/// ```
+/// let mut c = braid::server::ServerConfig::new(braid::secure::Key::generate());
+/// c.max_connections = 16;
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The pre-shared key.
+    pub key: Key,
+    /// Encrypted (default) or authenticated plaintext.
+    pub security: Security,
+    /// Engine settings for each connection (CRC is turned on for plaintext automatically).
+    pub engine: agg::Config,
+    /// Time a new link has to finish its security and braid handshakes.
+    pub handshake_timeout: Duration,
+    /// Links in their handshake at once; more are dropped at once.
+    pub max_pending_handshakes: usize,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Links per connection.
+    pub max_links_per_connection: usize,
+    /// Connections accepted but not yet taken by [`Listener::accept`].
+    pub accept_backlog: usize,
+}
+
+impl ServerConfig {
+    /// Defaults with `key`.
+    ///
+    /// ```
+    /// let c = braid::server::ServerConfig::new(braid::secure::Key::generate());
+    /// assert!(c.max_pending_handshakes > 0);
+    /// ```
+    pub fn new(key: Key) -> Self {
+        ServerConfig {
+            key,
+            security: Security::Encrypted,
+            engine: agg::Config::default(),
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 128,
+            max_connections: 1024,
+            max_links_per_connection: 64,
+            accept_backlog: 64,
+        }
+    }
+
+    fn settings(&self) -> LinkSettings {
+        LinkSettings {
+            key: self.key.clone(),
+            security: self.security,
+            handshake_timeout: self.handshake_timeout,
+            dial_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(5),
+            max_links: self.max_links_per_connection,
+        }
+    }
+}
+
+struct ServerShared {
+    config: ServerConfig,
+    conns: Mutex<HashMap<ConnectionId, Weak<Inner>>>,
+    pending: Arc<Semaphore>,
+    accepted: mpsc::Sender<Connection>,
+}
+
+/// Accepts links on any number of TCP and Unix listeners and yields each new connection.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// use braid::server::{Listener, ServerConfig};
+/// let key = braid::secure::Key::generate();
+/// let specs = ["tcp://0.0.0.0:7700".parse().unwrap(), "unix:/run/braid.sock".parse().unwrap()];
+/// let mut listener = Listener::bind(&specs, ServerConfig::new(key)).await?;
+/// while let Some(mut conn) = listener.accept().await {
+///     tokio::spawn(async move {
+///         let (mut rd, mut wr) = tokio::io::split(&mut conn);
+///         let _ = tokio::io::copy(&mut rd, &mut wr).await; // echo
+///     });
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Listener {
+    shared: Arc<ServerShared>,
+    rx: mpsc::Receiver<Connection>,
+    locals: Vec<ListenSpec>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("locals", &self.locals)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Binds every spec and starts accepting links.
+    ///
+    /// # Errors
+    /// The first bind error.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> std::io::Result<()> {
+    /// let key = braid::secure::Key::generate();
+    /// let l = braid::server::Listener::bind(&["127.0.0.1:0".parse().unwrap()], braid::server::ServerConfig::new(key)).await?;
+    /// println!("{:?}", l.local_specs());
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind(specs: &[ListenSpec], config: ServerConfig) -> io::Result<Listener> {
+        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let shared = Arc::new(ServerShared {
+            pending: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
+            config,
+            conns: Mutex::new(HashMap::new()),
+            accepted: tx,
+        });
+        let mut l = Listener {
+            shared,
+            rx,
+            locals: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for spec in specs {
+            l.add_listener(spec).await?;
+        }
+        Ok(l)
+    }
+
+    /// Starts accepting on one more spec; returns where it listens (the real port for 0).
+    ///
+    /// # Errors
+    /// The bind error.
+    ///
+    /// ```no_run
+    /// # async fn f(mut l: braid::server::Listener) -> std::io::Result<()> {
+    /// l.add_listener(&"[::1]:7700".parse().unwrap()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_listener(&mut self, spec: &ListenSpec) -> io::Result<ListenSpec> {
+        let listener = LinkListener::bind(spec).await?;
+        let local = listener.local_spec();
+        tracing::info!("listening on {local}");
+        self.locals.push(local.clone());
+        let shared = self.shared.clone();
+        self.tasks.push(tokio::spawn(accept_loop(listener, shared)));
+        Ok(local)
+    }
+
+    /// Where this listener accepts links.
+    ///
+    /// ```no_run
+    /// # fn f(l: &braid::server::Listener) { for s in l.local_specs() { println!("{s}"); } }
+    /// ```
+    pub fn local_specs(&self) -> &[ListenSpec] {
+        &self.locals
+    }
+
+    /// The next new connection (its first link is up; more may join any time).
+    /// `None` never happens while the listener lives.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// ```no_run
+    /// # async fn f(mut l: braid::server::Listener) {
+    /// while let Some(conn) = l.accept().await { println!("new connection {}", conn.id()); }
+    /// # }
+    /// ```
+    pub async fn accept(&mut self) -> Option<Connection> {
+        self.rx.recv().await
+    }
+
+    /// Handles of the live connections.
+    ///
+    /// ```no_run
+    /// # fn f(l: &braid::server::Listener) { println!("{} connections", l.connections().len()); }
+    /// ```
+    pub fn connections(&self) -> Vec<ConnectionHandle> {
+        let mut map = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        map.values()
+            .filter_map(Weak::upgrade)
+            .filter(|i| !i.is_over())
+            .map(ConnectionHandle)
+            .collect()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: LinkListener, shared: Arc<ServerShared>) {
+    loop {
+        match listener.accept().await {
+            Ok(raw) => match shared.pending.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let peer = raw.peer.clone();
+                        if let Err(e) = handle_link(raw, &shared, permit).await {
+                            tracing::warn!(%peer, "link rejected: {e}");
+                        }
+                    });
+                }
+                Err(_) => tracing::warn!(
+                    peer = %raw.peer,
+                    "link rejected: too many pending handshakes ({})",
+                    shared.config.max_pending_handshakes
+                ),
+            },
+            Err(e) => {
+                tracing::warn!("accept on {}: {e}", listener.local_spec());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_link(
+    raw: RawLink,
+    shared: &ServerShared,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), crate::join::JoinError> {
+    let settings = shared.config.settings();
+    let (mut link, hello, leftover) = server_hello(raw, &settings).await?;
+    drop(permit);
+    let peer = link.peer.clone();
+    if hello.conn.is_new() {
+        let live = {
+            let mut map = shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, w| w.upgrade().is_some_and(|i| !i.is_over()));
+            map.len()
+        };
+        if live >= shared.config.max_connections {
+            refuse(&mut link, RefuseCode::Limit).await;
+            return Err(limit("connections", shared.config.max_connections));
+        }
+        let mut id = ConnectionId(rand::random());
+        while id.is_new() {
+            id = ConnectionId(rand::random());
+        }
+        let conn = start_connection(id, Side::Server, settings, shared.config.engine.clone());
+        let inner = conn.handle().0;
+        shared
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::downgrade(&inner));
+        admit(&inner, link, leftover, None, None).await?;
+        tracing::info!(conn = %id, %peer, "new connection");
+        if shared.accepted.try_send(conn).is_err() {
+            tracing::warn!(conn = %id, %peer, "connection dropped: accept backlog full");
+        }
+        Ok(())
+    } else {
+        let inner = shared
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hello.conn)
+            .and_then(Weak::upgrade)
+            .filter(|i| !i.is_over());
+        match inner {
+            Some(inner) => {
+                if inner.lock().links.len() >= shared.config.max_links_per_connection {
+                    refuse(&mut link, RefuseCode::Limit).await;
+                    return Err(limit(
+                        "links per connection",
+                        shared.config.max_links_per_connection,
+                    ));
+                }
+                admit(&inner, link, leftover, None, None).await
+            }
+            None => {
+                refuse(&mut link, RefuseCode::UnknownConnection).await;
+                Err(crate::join::JoinError::Handshake(
+                    crate::proto::agg::handshake::HandshakeError::Refused(
+                        RefuseCode::UnknownConnection,
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn limit(what: &'static str, n: usize) -> crate::join::JoinError {
+    tracing::debug!("limit of {n} {what} reached");
+    crate::join::JoinError::ConnectionOver
+}
