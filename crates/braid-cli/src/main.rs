@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod common;
+mod connect;
+mod control;
+mod demo;
+mod serve;
 mod sim;
 
 /// braid: many network links, one fast unbreakable connection.
@@ -14,17 +19,33 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// A local demo over several links.
-    Demo,
+    /// A local demo: a server and a client over 4 rate-limited loopback links, one killed and
+    /// restored mid-transfer.
+    Demo(demo::DemoArgs),
     /// Run a link scenario in the simulator and print its figures.
     Sim(sim::SimArgs),
+    /// Accept links and bridge each connection to a TCP target.
+    Serve(serve::ServeArgs),
+    /// Bridge stdin/stdout over one aggregated connection (e.g. as ssh ProxyCommand).
+    Connect(connect::ConnectArgs),
+    /// Write a new random key to FILE (mode 0600).
+    Keygen {
+        /// Where to write it (must not exist).
+        file: std::path::PathBuf,
+    },
+    /// Add, list or remove links of a running `braid connect` or `braid serve`.
+    Links(control::LinksArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo => sim::demo(),
+        Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
+        Command::Keygen { file } => common::keygen(&file),
+        Command::Links(args) => control::run(args),
     };
     if let Err(e) = result {
         eprintln!("braid: {e:#}");

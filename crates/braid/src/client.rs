@@ -182,6 +182,36 @@ pub async fn connect(specs: &[LinkSpec], config: ClientConfig) -> Result<Connect
     Err(last.map_or(ConnectError::NoSpecs, ConnectError::NoLink))
 }
 
+/// Creates a connection over one link the caller already opened (a socket made by other
+/// means, an in-process pipe); add more with [`crate::ConnectionHandle::add_raw_link`] or
+/// [`crate::ConnectionHandle::add_link`].
+///
+/// # Errors
+/// [`ConnectError::NoLink`] when the handshakes fail.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sock = tokio::net::TcpStream::connect("127.0.0.1:7700").await?;
+/// let raw = braid::transport::RawLink::from_tcp(sock);
+/// let key = braid::secure::Key::generate();
+/// let conn = braid::client::connect_link(raw, braid::client::ClientConfig::new(key)).await?;
+/// # drop(conn); Ok(()) }
+/// ```
+pub async fn connect_link(
+    raw: crate::transport::RawLink,
+    config: ClientConfig,
+) -> Result<Connection, ConnectError> {
+    let settings = config.settings();
+    let (link, id, leftover) = client_join(raw, ConnectionId::NEW, &settings)
+        .await
+        .map_err(ConnectError::NoLink)?;
+    let conn = start_connection(id, Side::Client, settings, config.engine.clone());
+    crate::join::admit(&conn.handle().0, link, leftover, None, None)
+        .await
+        .map_err(ConnectError::NoLink)?;
+    Ok(conn)
+}
+
 /// Like [`connect`], but accepts the links on `listeners` (made by socat, ssh, anything)
 /// instead of dialling; this side still plays the braid client. Waits for the first link.
 ///

@@ -81,6 +81,8 @@ struct ServerShared {
     conns: Mutex<HashMap<ConnectionId, Weak<Inner>>>,
     pending: Arc<Semaphore>,
     accepted: mpsc::Sender<Connection>,
+    locals: Mutex<Vec<ListenSpec>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Accepts links on any number of TCP and Unix listeners and yields each new connection.
@@ -100,18 +102,86 @@ struct ServerShared {
 /// # Ok(()) }
 /// ```
 pub struct Listener {
-    shared: Arc<ServerShared>,
+    control: ListenerControl,
     rx: mpsc::Receiver<Connection>,
-    locals: Vec<ListenSpec>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
-            .field("locals", &self.locals)
+            .field("locals", &self.local_specs())
             .finish()
     }
+}
+
+/// Manages a running [`Listener`] from other tasks (add listeners, list connections).
+/// Cheap to clone.
+///
+/// ```no_run
+/// # async fn f(l: &braid::server::Listener) -> std::io::Result<()> {
+/// let control = l.control();
+/// tokio::spawn(async move { control.add_listener(&"[::1]:7701".parse().unwrap()).await });
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ListenerControl {
+    shared: Arc<ServerShared>,
+}
+
+impl std::fmt::Debug for ListenerControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerControl").finish()
+    }
+}
+
+impl ListenerControl {
+    /// Starts accepting on one more spec; returns where it listens (the real port for 0).
+    ///
+    /// # Errors
+    /// The bind error.
+    ///
+    /// ```no_run
+    /// # async fn f(c: braid::server::ListenerControl) -> std::io::Result<()> {
+    /// c.add_listener(&"[::1]:7700".parse().unwrap()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_listener(&self, spec: &ListenSpec) -> io::Result<ListenSpec> {
+        let listener = LinkListener::bind(spec).await?;
+        let local = listener.local_spec();
+        tracing::info!("listening on {local}");
+        lock(&self.shared.locals).push(local.clone());
+        let task = tokio::spawn(accept_loop(listener, self.shared.clone()));
+        lock(&self.shared.tasks).push(task);
+        Ok(local)
+    }
+
+    /// Where the listener accepts links.
+    ///
+    /// ```no_run
+    /// # fn f(c: &braid::server::ListenerControl) { for s in c.local_specs() { println!("{s}"); } }
+    /// ```
+    pub fn local_specs(&self) -> Vec<ListenSpec> {
+        lock(&self.shared.locals).clone()
+    }
+
+    /// Handles of the live connections.
+    ///
+    /// ```no_run
+    /// # fn f(c: &braid::server::ListenerControl) { println!("{} connections", c.connections().len()); }
+    /// ```
+    pub fn connections(&self) -> Vec<ConnectionHandle> {
+        let mut map = lock(&self.shared.conns);
+        map.retain(|_, w| w.strong_count() > 0);
+        map.values()
+            .filter_map(Weak::upgrade)
+            .filter(|i| !i.is_over())
+            .map(ConnectionHandle)
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Listener {
@@ -134,17 +204,26 @@ impl Listener {
             config,
             conns: Mutex::new(HashMap::new()),
             accepted: tx,
+            locals: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
         });
-        let mut l = Listener {
-            shared,
+        let l = Listener {
+            control: ListenerControl { shared },
             rx,
-            locals: Vec::new(),
-            tasks: Vec::new(),
         };
         for spec in specs {
-            l.add_listener(spec).await?;
+            l.control.add_listener(spec).await?;
         }
         Ok(l)
+    }
+
+    /// A handle to manage this listener from other tasks.
+    ///
+    /// ```no_run
+    /// # fn f(l: &braid::server::Listener) { let _c = l.control(); }
+    /// ```
+    pub fn control(&self) -> ListenerControl {
+        self.control.clone()
     }
 
     /// Starts accepting on one more spec; returns where it listens (the real port for 0).
@@ -153,18 +232,12 @@ impl Listener {
     /// The bind error.
     ///
     /// ```no_run
-    /// # async fn f(mut l: braid::server::Listener) -> std::io::Result<()> {
+    /// # async fn f(l: braid::server::Listener) -> std::io::Result<()> {
     /// l.add_listener(&"[::1]:7700".parse().unwrap()).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn add_listener(&mut self, spec: &ListenSpec) -> io::Result<ListenSpec> {
-        let listener = LinkListener::bind(spec).await?;
-        let local = listener.local_spec();
-        tracing::info!("listening on {local}");
-        self.locals.push(local.clone());
-        let shared = self.shared.clone();
-        self.tasks.push(tokio::spawn(accept_loop(listener, shared)));
-        Ok(local)
+    pub async fn add_listener(&self, spec: &ListenSpec) -> io::Result<ListenSpec> {
+        self.control.add_listener(spec).await
     }
 
     /// Where this listener accepts links.
@@ -172,8 +245,8 @@ impl Listener {
     /// ```no_run
     /// # fn f(l: &braid::server::Listener) { for s in l.local_specs() { println!("{s}"); } }
     /// ```
-    pub fn local_specs(&self) -> &[ListenSpec] {
-        &self.locals
+    pub fn local_specs(&self) -> Vec<ListenSpec> {
+        self.control.local_specs()
     }
 
     /// The next new connection (its first link is up; more may join any time).
@@ -197,19 +270,13 @@ impl Listener {
     /// # fn f(l: &braid::server::Listener) { println!("{} connections", l.connections().len()); }
     /// ```
     pub fn connections(&self) -> Vec<ConnectionHandle> {
-        let mut map = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, w| w.strong_count() > 0);
-        map.values()
-            .filter_map(Weak::upgrade)
-            .filter(|i| !i.is_over())
-            .map(ConnectionHandle)
-            .collect()
+        self.control.connections()
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in lock(&self.control.shared.tasks).drain(..) {
             t.abort();
         }
     }

@@ -1,0 +1,105 @@
+//! What several commands share: keys, logging, the tokio runtime.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use braid::secure::{Key, Security};
+
+/// Key and security flags of `serve` and `connect`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SecurityArgs {
+    /// File holding the shared key (make one with `braid keygen FILE`). Without it the
+    /// BRAID_KEY environment variable (64 hex digits) is used.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Send link traffic unencrypted (still authenticated by the key; chunks get CRC32C).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+}
+
+impl SecurityArgs {
+    pub fn security(&self) -> Security {
+        if self.insecure_plaintext {
+            Security::Plaintext
+        } else {
+            Security::Encrypted
+        }
+    }
+
+    /// Flag, then environment, then the default key file; `create` makes the default one.
+    pub fn key(&self, create: bool) -> anyhow::Result<Key> {
+        if let Some(f) = &self.key_file {
+            return Ok(Key::read_file(f)?);
+        }
+        if let Ok(hex) = std::env::var("BRAID_KEY") {
+            return Key::from_hex(&hex).context("BRAID_KEY");
+        }
+        let path = default_key_path();
+        if path.exists() {
+            return Ok(Key::read_file(&path)?);
+        }
+        if create {
+            let key = Key::generate();
+            key.write_new(&path)?;
+            eprintln!(
+                "braid: created a new key in {p}\n\
+                 braid: clients need it too: copy that file and run `braid connect --key-file FILE ...`,\n\
+                 braid: or set BRAID_KEY=$(cat {p}) in their environment",
+                p = path.display()
+            );
+            return Ok(key);
+        }
+        anyhow::bail!(
+            "no key: pass --key-file FILE or set BRAID_KEY (make a key with `braid keygen FILE`; \
+             `braid serve` creates {} when run without one)",
+            path.display()
+        )
+    }
+}
+
+/// `$XDG_CONFIG_HOME/braid/key`, or `~/.config/braid/key`.
+pub fn default_key_path() -> PathBuf {
+    config_dir().join("braid").join("key")
+}
+
+fn config_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".config")
+}
+
+/// `$XDG_RUNTIME_DIR/braid`, or a per-user directory under the temp dir.
+pub fn runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("braid");
+    }
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!("braid-{uid}"))
+}
+
+pub fn keygen(file: &Path) -> anyhow::Result<()> {
+    Key::generate().write_new(file)?;
+    eprintln!("braid: wrote a new key to {}", file.display());
+    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,102 @@
+//! `braid connect`: stdin/stdout over one aggregated connection.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use braid::client::{ClientConfig, connect, connect_accepting};
+use braid::spec::{LinkSpec, ListenSpec};
+use braid::transport::LinkListener;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::{SecurityArgs, init_logging, runtime};
+
+/// Arguments of `braid connect`.
+#[derive(clap::Args, Debug)]
+pub struct ConnectArgs {
+    /// Links to dial: `tcp://HOST:PORT?bind=IP&dev=IFACE&count=N&recycle=BYTES&cc=NAME`,
+    /// `HOST:PORT`, `unix:PATH`, `exec:COMMAND ARGS`.
+    #[arg(value_name = "SPEC")]
+    pub links: Vec<LinkSpec>,
+    /// Accept links here instead of (or besides) dialling; this side still plays client.
+    #[arg(long, value_name = "SPEC")]
+    pub listen: Vec<ListenSpec>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    /// Control socket (default: in the XDG runtime dir).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<std::path::PathBuf>,
+}
+
+pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
+    init_logging("braid=warn,braid_cli=warn");
+    if args.links.is_empty() && args.listen.is_empty() {
+        anyhow::bail!("give link specs to dial or --listen SPEC");
+    }
+    let key = args.security.key(false)?;
+    let mut config = ClientConfig::new(key);
+    config.security = args.security.security();
+    let code = runtime()?.block_on(async move {
+        let conn = if args.listen.is_empty() {
+            connect(&args.links, config).await?
+        } else {
+            let mut ls = Vec::new();
+            for spec in &args.listen {
+                ls.push(
+                    LinkListener::bind(spec)
+                        .await
+                        .with_context(|| format!("listening on {spec}"))?,
+                );
+            }
+            let conn = connect_accepting(ls, config).await?;
+            for spec in &args.links {
+                conn.handle().add_link(spec.clone())?;
+            }
+            conn
+        };
+        let handle = conn.handle();
+        let _control = crate::control::serve_control(
+            args.control.clone(),
+            "connect",
+            crate::control::Target::Client(handle.clone()),
+        )
+        .await?;
+        let (mut rd, mut wr) = conn.into_split();
+        let mut up = tokio::spawn(async move {
+            let r = tokio::io::copy(&mut tokio::io::stdin(), &mut wr).await;
+            let _ = wr.shutdown().await;
+            r.map(|_| ())
+        });
+        let mut down = tokio::spawn(async move {
+            let mut out = tokio::io::stdout();
+            let r = tokio::io::copy(&mut rd, &mut out).await;
+            let _ = out.flush().await;
+            r.map(|_| ())
+        });
+        let mut up_done = false;
+        let result: anyhow::Result<()> = loop {
+            tokio::select! {
+                r = &mut up, if !up_done => {
+                    up_done = true;
+                    if let Ok(Err(e)) = r { break Err(e).context("stdin"); }
+                }
+                r = &mut down => {
+                    // The far side closed its stream: we are done once what we sent is acked.
+                    if let Ok(Err(e)) = r { break Err(e).context("connection"); }
+                    if !up_done { up.abort(); }
+                    break Ok(());
+                }
+            }
+        };
+        result?;
+        match tokio::time::timeout(Duration::from_secs(10), handle.closed()).await {
+            Ok(braid::ConnectionState::Closed) => Ok::<i32, anyhow::Error>(0),
+            Ok(other) if up_done => {
+                tracing::warn!("connection ended: {other:?}");
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    })?;
+    // Stdin may be held by a blocking read; exit without waiting for it.
+    std::process::exit(code)
+}
