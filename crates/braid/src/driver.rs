@@ -50,6 +50,8 @@ pub(crate) struct NewLink {
     pub leftover: Bytes,
     pub spec: Option<LinkSpec>,
     pub ended: Option<oneshot::Sender<LinkEnd>>,
+    /// Told the link's id once it is in the engine.
+    pub added: Option<oneshot::Sender<LinkId>>,
 }
 
 /// Messages to the driver task.
@@ -78,6 +80,8 @@ struct DriverLink {
     recycle: Option<u64>,
     ended: Option<oneshot::Sender<LinkEnd>>,
     leaving: bool,
+    /// Ended by a clean close from the peer: not worth a warning.
+    quiet: bool,
 }
 
 impl DriverLink {
@@ -204,9 +208,18 @@ impl Driver {
                 }
                 ToDriver::ReadEnd(id, reason) => {
                     if let Some(l) = self.links.get_mut(&id) {
-                        if !l.leaving {
-                            let why = reason.unwrap_or_else(|| "closed by peer".into());
-                            tracing::warn!(conn = %inner.id, link = %id, peer = %l.peer, "link failed: {why}");
+                        if !l.leaving && !s.conn.is_closed() {
+                            match reason {
+                                // A clean end: the peer closed the link on purpose (its side
+                                // of the connection is over, or it removed the link).
+                                None => {
+                                    l.quiet = true;
+                                    tracing::debug!(conn = %inner.id, link = %id, peer = %l.peer, "link closed by peer");
+                                }
+                                Some(why) => {
+                                    tracing::warn!(conn = %inner.id, link = %id, peer = %l.peer, "link failed: {why}")
+                                }
+                            }
                             s.conn.link_failed(id, now);
                         }
                     }
@@ -219,6 +232,9 @@ impl Driver {
                     }
                 }
                 ToDriver::WriteFailed(id, why) => {
+                    if s.conn.is_closed() {
+                        continue;
+                    }
                     if let Some(l) = self.links.get(&id) {
                         tracing::warn!(conn = %inner.id, link = %id, peer = %l.peer, "link write failed: {why}");
                         s.conn.link_failed(id, now);
@@ -231,6 +247,9 @@ impl Driver {
                         continue;
                     }
                     let id = s.conn.add_link(now);
+                    if let Some(tx) = new.added {
+                        let _ = tx.send(id);
+                    }
                     if !new.leftover.is_empty() {
                         s.conn.handle_input(id, &new.leftover, now);
                     }
@@ -263,6 +282,7 @@ impl Driver {
                             recycle: new.spec.as_ref().and_then(|s| s.recycle()),
                             ended: new.ended,
                             leaving: false,
+                            quiet: false,
                         },
                     );
                 }
@@ -342,7 +362,11 @@ impl Driver {
                     let peer = s.links.remove(&link).map(|p| p.0).unwrap_or_default();
                     if let Some(mut l) = self.links.remove(&link) {
                         let why = format!("{reason:?}");
-                        tracing::warn!(conn = %inner.id, %link, %peer, "link dead: {why}");
+                        if s.conn.is_closed() || l.quiet {
+                            tracing::debug!(conn = %inner.id, %link, %peer, "link gone: {why}");
+                        } else {
+                            tracing::warn!(conn = %inner.id, %link, %peer, "link dead: {why}");
+                        }
                         l.kill();
                         l.end(LinkEnd::Dead(why.clone()));
                         let _ = inner.events.send(ConnectionEvent::LinkDown {
@@ -401,7 +425,6 @@ impl Driver {
             l.end(LinkEnd::Removed);
             let _ = l.writer.send(WriterCmd::Close);
         }
-        s.links.clear();
         wake_all(&mut s);
         for (_, slot) in self
             .inner

@@ -147,6 +147,7 @@ pub(crate) async fn admit(
         handshake::welcome(inner.id, index, &mut out);
         link.writer.write_all(&out).await.map_err(AuthError::Io)?;
     }
+    let (tx, rx) = tokio::sync::oneshot::channel();
     inner
         .to_driver
         .send(ToDriver::Add(Box::new(NewLink {
@@ -154,9 +155,11 @@ pub(crate) async fn admit(
             leftover,
             spec,
             ended,
+            added: Some(tx),
         })))
         .await
-        .map_err(|_| JoinError::ConnectionOver)
+        .map_err(|_| JoinError::ConnectionOver)?;
+    rx.await.map(|_| ()).map_err(|_| JoinError::ConnectionOver)
 }
 
 /// Joins `raw` to the existing connection `inner`, in the role that connection plays.

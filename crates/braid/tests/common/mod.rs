@@ -1,0 +1,200 @@
+//! Helpers shared by the runtime's integration tests.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use braid::secure::Key;
+use braid::server::{Listener, ServerConfig};
+use braid::spec::ListenSpec;
+use braid::transport::RawLink;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("braid=info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Writes `len` pseudo-random bytes from `seed`, then shuts down; returns their SHA-256.
+pub async fn write_stream<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    seed: u64,
+    len: u64,
+) -> io::Result<[u8; 32]> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sent = 0u64;
+    while sent < len {
+        let n = (len - sent).min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        hash.update(&buf[..n]);
+        w.write_all(&buf[..n]).await?;
+        sent += n as u64;
+    }
+    w.shutdown().await?;
+    Ok(hash.finalize().into())
+}
+
+/// The SHA-256 of what `write_stream(seed, len)` sends.
+pub fn stream_hash(seed: u64, len: u64) -> [u8; 32] {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        hash.update(&buf[..n]);
+        done += n as u64;
+    }
+    hash.finalize().into()
+}
+
+/// Reads to the end; returns the byte count and SHA-256.
+pub async fn read_hash<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(u64, [u8; 32])> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf).await?;
+        if k == 0 {
+            return Ok((n, hash.finalize().into()));
+        }
+        hash.update(&buf[..k]);
+        n += k as u64;
+    }
+}
+
+/// A server on a free loopback port that echoes every connection back.
+pub async fn echo_server(config: ServerConfig) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let mut l = Listener::bind(&["127.0.0.1:0".parse().unwrap()], config)
+        .await
+        .unwrap();
+    let ListenSpec::Tcp(addr) = l.local_specs()[0].clone() else {
+        panic!()
+    };
+    let task = tokio::spawn(async move {
+        while let Some(conn) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// A fresh key and a server config with short timeouts for tests.
+pub fn server_config(key: &Key) -> ServerConfig {
+    let mut c = ServerConfig::new(key.clone());
+    c.handshake_timeout = std::time::Duration::from_millis(800);
+    c
+}
+
+/// Read and write halves that fail once the switch is set, like a socket that died.
+pub struct Killable<T> {
+    inner: T,
+    dead: Arc<AtomicBool>,
+}
+
+fn killed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "killed by the test")
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Killable<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.dead.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Killable<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.dead.load(Ordering::Relaxed) {
+            return Poll::Ready(Err(killed()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A TCP link to `addr` that dies when the returned switch is set.
+pub async fn killable_link(addr: SocketAddr) -> (RawLink, Arc<AtomicBool>) {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let raw = RawLink::from_tcp(s);
+    let dead = Arc::new(AtomicBool::new(false));
+    (
+        RawLink {
+            read: Box::new(Killable {
+                inner: raw.read,
+                dead: dead.clone(),
+            }),
+            write: Box::new(Killable {
+                inner: raw.write,
+                dead: dead.clone(),
+            }),
+            peer: raw.peer,
+        },
+        dead,
+    )
+}
+
+/// Records every link id seen on a connection until dropped.
+pub struct LinkMonitor {
+    seen: Arc<std::sync::Mutex<std::collections::BTreeSet<braid::proto::agg::LinkId>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LinkMonitor {
+    pub fn new(h: braid::ConnectionHandle) -> Self {
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let s2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                for l in h.links() {
+                    s2.lock().unwrap().insert(l.id);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+        LinkMonitor { seen, task }
+    }
+
+    pub fn seen(&self) -> Vec<braid::proto::agg::LinkId> {
+        self.seen.lock().unwrap().iter().copied().collect()
+    }
+}
+
+impl Drop for LinkMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,196 @@
+//! One connection over several loopback links: bulk both ways, a link killed, a link added.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use braid::ConnectionEvent;
+use braid::client::{ClientConfig, connect, connect_link};
+use braid::secure::Key;
+use common::*;
+
+const MB: u64 = 1_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_mb_each_way_over_four_links() {
+    init_logs();
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let spec = format!("tcp://{addr}?count=4").parse().unwrap();
+    let conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
+    let handle = conn.handle();
+    let monitor = LinkMonitor::new(handle.clone());
+    let (mut r, mut w) = conn.into_split();
+    let len = 100 * MB;
+    let t = tokio::time::timeout(Duration::from_secs(120), async {
+        let (sent, got) = tokio::join!(write_stream(&mut w, 1, len), read_hash(&mut r));
+        (sent.unwrap(), got.unwrap())
+    })
+    .await
+    .expect("transfer took over 120 s");
+    assert_eq!(t.1.0, len);
+    assert_eq!(t.0, t.1.1, "echoed bytes differ");
+    let links = monitor.seen();
+    assert_eq!(links.len(), 4, "{links:?}");
+    for l in links {
+        let sent = handle.link_stats(l).unwrap().bytes_sent;
+        assert!(sent > 0, "link {l} carried nothing");
+    }
+}
+
+/// Both ends send different streams at once: each side checks what the other sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_streams_each_way_at_once() {
+    init_logs();
+    let key = Key::generate();
+    let mut l =
+        braid::server::Listener::bind(&["127.0.0.1:0".parse().unwrap()], server_config(&key))
+            .await
+            .unwrap();
+    let braid::spec::ListenSpec::Tcp(addr) = l.local_specs()[0].clone() else {
+        panic!()
+    };
+    let len = 100 * MB;
+    let server = tokio::spawn(async move {
+        let conn = l.accept().await.unwrap();
+        let (mut r, mut w) = conn.into_split();
+        let (sent, got) = tokio::join!(write_stream(&mut w, 2, len), read_hash(&mut r));
+        (sent.unwrap(), got.unwrap())
+    });
+    let spec = format!("tcp://{addr}?count=4").parse().unwrap();
+    let conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
+    let (mut r, mut w) = conn.into_split();
+    let (sent, got) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(write_stream(&mut w, 1, len), read_hash(&mut r))
+    })
+    .await
+    .unwrap();
+    let (server_sent, server_got) = server.await.unwrap();
+    assert_eq!(server_got, (len, sent.unwrap()));
+    assert_eq!(got.unwrap(), (len, server_sent));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_link_mid_transfer_loses_nothing() {
+    init_logs();
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let (first, _k0) = killable_link(addr).await;
+    let conn = connect_link(first, ClientConfig::new(key)).await.unwrap();
+    let handle = conn.handle();
+    let mut events = handle.events();
+    let mut switches = Vec::new();
+    for _ in 0..3 {
+        let (link, k) = killable_link(addr).await;
+        handle.add_raw_link(link).unwrap();
+        switches.push(k);
+    }
+    let (mut r, mut w) = conn.into_split();
+    let len = 60 * MB;
+    let h2 = handle.clone();
+    let killer = tokio::spawn(async move {
+        while h2.stats().bytes_read < len / 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        switches[0].store(true, Ordering::Relaxed);
+    });
+    let (sent, got) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(write_stream(&mut w, 3, len), read_hash(&mut r))
+    })
+    .await
+    .unwrap();
+    killer.await.unwrap();
+    assert_eq!(got.unwrap(), (len, sent.unwrap()));
+    let mut downs = 0;
+    while let Ok(ev) = events.try_recv() {
+        if matches!(ev, ConnectionEvent::LinkDown { .. }) {
+            downs += 1;
+        }
+    }
+    assert!(downs >= 1, "the killed link was not reported down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_added_mid_transfer_carries_data() {
+    init_logs();
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let spec: braid::spec::LinkSpec = format!("tcp://{addr}").parse().unwrap();
+    let conn = connect(std::slice::from_ref(&spec), ClientConfig::new(key))
+        .await
+        .unwrap();
+    let handle = conn.handle();
+    let first = handle.links()[0].id;
+    let monitor = LinkMonitor::new(handle.clone());
+    let (mut r, mut w) = conn.into_split();
+    let len = 60 * MB;
+    let h2 = handle.clone();
+    let adder = tokio::spawn(async move {
+        while h2.stats().bytes_read < len / 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        h2.add_link(spec).unwrap();
+    });
+    let (sent, got) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(write_stream(&mut w, 4, len), read_hash(&mut r))
+    })
+    .await
+    .unwrap();
+    adder.await.unwrap();
+    assert_eq!(got.unwrap(), (len, sent.unwrap()));
+    let added: Vec<_> = monitor.seen().into_iter().filter(|&l| l != first).collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    let stats = handle.link_stats(added[0]).unwrap();
+    assert!(
+        stats.bytes_sent > 0,
+        "the added link carried nothing: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_and_tcp_links_join_one_connection() {
+    init_logs();
+    let key = Key::generate();
+    let dir = std::env::temp_dir().join(format!("braid-lt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("s.sock");
+    let mut l = braid::server::Listener::bind(
+        &[
+            braid::spec::ListenSpec::Unix(sock.clone()),
+            "127.0.0.1:0".parse().unwrap(),
+        ],
+        server_config(&key),
+    )
+    .await
+    .unwrap();
+    let braid::spec::ListenSpec::Tcp(addr) = l.local_specs()[1].clone() else {
+        panic!()
+    };
+    tokio::spawn(async move {
+        while let Some(conn) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+            });
+        }
+    });
+    let specs = vec![
+        braid::spec::LinkSpec::Unix(sock.clone()),
+        format!("tcp://{addr}?count=2&cc=cubic").parse().unwrap(),
+    ];
+    let mut config = ClientConfig::new(key);
+    config.dial_timeout = Duration::from_secs(5);
+    let conn = connect(&specs, config).await.unwrap();
+    let handle = conn.handle();
+    while handle.links().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(handle.links().iter().any(|l| l.peer.starts_with("unix:")));
+    let (mut r, mut w) = conn.into_split();
+    let len = 10 * MB;
+    let (sent, got) = tokio::join!(write_stream(&mut w, 5, len), read_hash(&mut r));
+    assert_eq!(got.unwrap(), (len, sent.unwrap()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
