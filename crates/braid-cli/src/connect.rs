@@ -35,7 +35,8 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let key = args.security.key(false)?;
     let mut config = ClientConfig::new(key);
     config.security = args.security.security();
-    let code = runtime()?.block_on(async move {
+    let rt = runtime()?;
+    let code = rt.block_on(async move {
         let conn = if args.listen.is_empty() {
             connect(&args.links, config).await?
         } else {
@@ -98,5 +99,6 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
         }
     })?;
     // Stdin may be held by a blocking read; exit without waiting for it.
+    rt.shutdown_background();
     std::process::exit(code)
 }

@@ -1,0 +1,364 @@
+//! The `braid` binary end to end: keygen, serve + connect as a stdio bridge, half-close,
+//! `connect --listen`, the control socket.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_braid");
+
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("braid-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the child when the test ends, pass or fail.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            start.elapsed() < within,
+            "process did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn keygen(dir: &Path) -> String {
+    let key = dir.join("key");
+    let st = Command::new(BIN).arg("keygen").arg(&key).status().unwrap();
+    assert!(st.success());
+    std::fs::read_to_string(&key).unwrap().trim().to_string()
+}
+
+fn serve(dir: &Path, key: &str, port: u16, forward: &str) -> Proc {
+    let p = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--forward",
+            forward,
+        ])
+        .arg("--control")
+        .arg(dir.join("serve.sock"))
+        .env("BRAID_KEY", key)
+        .env("XDG_RUNTIME_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Proc(p)
+}
+
+/// A TCP target that reads until EOF, then answers with the byte count and closes.
+fn counting_target() -> (String, std::thread::JoinHandle<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        s.write_all(format!("got {} bytes\n", all.len()).as_bytes())
+            .unwrap();
+        all
+    });
+    (addr, t)
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Tmp::new("keygen");
+    let key = keygen(&dir.0);
+    assert_eq!(key.len(), 64);
+    let mode = std::fs::metadata(dir.0.join("key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let st = Command::new(BIN)
+        .arg("keygen")
+        .arg(dir.0.join("key"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!st.success());
+}
+
+#[test]
+fn connect_bridges_stdio_with_half_close_both_ways() {
+    let dir = Tmp::new("bridge");
+    let key = keygen(&dir.0);
+    let (target, t) = counting_target();
+    let port = free_port();
+    let _server = serve(&dir.0, &key, port, &target);
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
+    let mut c = Proc(
+        Command::new(BIN)
+            .args(["connect", &format!("tcp://127.0.0.1:{port}?count=3")])
+            .arg("--control")
+            .arg(dir.0.join("c.sock"))
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = c.0.stdin.take().unwrap();
+    let d2 = data.clone();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&d2).unwrap();
+        // Dropping stdin ends the client's stream; the target answers only after that.
+    });
+    let mut out = String::new();
+    c.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    writer.join().unwrap();
+    assert_eq!(out, format!("got {} bytes\n", data.len()));
+    assert_eq!(t.join().unwrap(), data);
+    assert!(wait_exit(&mut c, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn connect_exits_when_the_far_side_closes() {
+    let dir = Tmp::new("farclose");
+    let key = keygen(&dir.0);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"bye\n").unwrap();
+    });
+    let port = free_port();
+    let _server = serve(&dir.0, &key, port, &target);
+    let mut c = Proc(
+        Command::new(BIN)
+            .args(["connect", &format!("127.0.0.1:{port}")])
+            .arg("--control")
+            .arg(dir.0.join("c.sock"))
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let _stdin = c.0.stdin.take().unwrap(); // kept open
+    let mut out = String::new();
+    c.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(out, "bye\n");
+    assert!(wait_exit(&mut c, Duration::from_secs(15)).success());
+}
+
+fn links_cmd(sock: &Path, args: &[&str]) -> String {
+    let o = Command::new(BIN)
+        .arg("links")
+        .arg("--control")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "braid links {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn links_can_be_listed_added_and_removed_live() {
+    let dir = Tmp::new("links");
+    let key = keygen(&dir.0);
+    let (target, _t) = counting_target();
+    let port = free_port();
+    let _server = serve(&dir.0, &key, port, &target);
+    let sock = dir.0.join("c.sock");
+    let mut c = Proc(
+        Command::new(BIN)
+            .args(["connect", &format!("127.0.0.1:{port}")])
+            .arg("--control")
+            .arg(&sock)
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = links_cmd(&sock, &["list"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    links_cmd(&sock, &["add", &format!("tcp://127.0.0.1:{port}?count=2")]);
+    let start = Instant::now();
+    loop {
+        let n = links_cmd(&sock, &["list"]).lines().count();
+        if n == 3 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "links not added");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = links_cmd(&sock, &["list"])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    links_cmd(&sock, &["remove", &first]);
+    let start = Instant::now();
+    while links_cmd(&sock, &["list"]).lines().count() != 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "link not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server_list = links_cmd(&dir.0.join("serve.sock"), &["list"]);
+    assert!(server_list.contains("listening"), "{server_list}");
+    drop(c.0.stdin.take());
+    assert!(wait_exit(&mut c, Duration::from_secs(15)).success());
+}
+
+/// `connect --listen` accepts links made by someone else (here: this test, playing socat).
+#[test]
+fn connect_accepts_links_made_by_others() {
+    let dir = Tmp::new("listen");
+    let key = keygen(&dir.0);
+    let (target, t) = counting_target();
+    let port = free_port();
+    let _server = serve(&dir.0, &key, port, &target);
+    let unix = dir.0.join("links.sock");
+    let mut c = Proc(
+        Command::new(BIN)
+            .arg("connect")
+            .arg("--listen")
+            .arg(format!("unix:{}", unix.display()))
+            .arg("--control")
+            .arg(dir.0.join("c.sock"))
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while !unix.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Two "socat" pipes: unix socket <-> server's TCP port.
+    for _ in 0..2 {
+        let a = std::os::unix::net::UnixStream::connect(&unix).unwrap();
+        let b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+        let (mut a, mut b) = (a, b);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut a, &mut b);
+            let _ = b.shutdown(std::net::Shutdown::Write);
+        });
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut b2, &mut a2);
+            let _ = a2.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let mut stdin = c.0.stdin.take().unwrap();
+    stdin.write_all(b"hello through socat\n").unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    c.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(out, "got 20 bytes\n");
+    assert_eq!(t.join().unwrap(), b"hello through socat\n");
+    assert!(wait_exit(&mut c, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn serve_without_a_key_creates_one_and_says_how_to_use_it() {
+    let dir = Tmp::new("autokey");
+    let port = free_port();
+    let mut p = Proc(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--forward",
+                "127.0.0.1:9",
+            ])
+            .arg("--control")
+            .arg(dir.0.join("s.sock"))
+            .env_remove("BRAID_KEY")
+            .env("XDG_CONFIG_HOME", &dir.0)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let key = dir.0.join("braid").join("key");
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(key.exists());
+    let _ = p.0.kill();
+    let mut err = String::new();
+    p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        err.contains("--key-file") && err.contains("BRAID_KEY"),
+        "{err}"
+    );
+}
+
+#[test]
+fn connect_without_a_key_fails_clearly() {
+    let dir = Tmp::new("nokey");
+    let o = Command::new(BIN)
+        .args(["connect", "127.0.0.1:9"])
+        .env_remove("BRAID_KEY")
+        .env("XDG_CONFIG_HOME", &dir.0)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no key"));
+    assert!(o.stdout.is_empty());
+}
