@@ -28,6 +28,7 @@ pub mod frame;
 pub mod handshake;
 mod link;
 mod recv;
+mod scheduler;
 mod send;
 mod stats;
 
@@ -106,3 +107,6 @@ pub enum WriteError {
     #[error(transparent)]
     Closed(#[from] ConnectionError),
 }
+
+#[cfg(test)]
+mod tests;
