@@ -139,8 +139,19 @@ fn pattern(i: u64) -> u8 {
 }
 
 /// Sends `size` bytes 0→1, reads them all, checks order; returns (completion time, pair).
-fn transfer(pair: &mut Pair, size: u64, limit: Duration, mut at: impl FnMut(&mut Pair)) -> Time {
+fn transfer(pair: &mut Pair, size: u64, limit: Duration, at: impl FnMut(&mut Pair)) -> Time {
+    transfer_gaps(pair, size, limit, at).0
+}
+
+/// Like [`transfer`], also returning the longest gap in in-order delivery after 0.5 s.
+fn transfer_gaps(
+    pair: &mut Pair,
+    size: u64,
+    limit: Duration,
+    mut at: impl FnMut(&mut Pair),
+) -> (Time, Duration) {
     let (mut written, mut read) = (0u64, 0u64);
+    let (mut last_progress, mut gap) = (Time::ZERO, Duration::ZERO);
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = Time::ZERO + limit;
     loop {
@@ -170,10 +181,14 @@ fn transfer(pair: &mut Pair, size: u64, limit: Duration, mut at: impl FnMut(&mut
                         );
                     }
                     read += d.len() as u64;
+                    if pair.now > Time::from_micros(500_000) {
+                        gap = gap.max(pair.now - last_progress);
+                    }
+                    last_progress = pair.now;
                 }
                 Read::Finished => {
                     assert_eq!(read, size);
-                    return pair.now;
+                    return (pair.now, gap);
                 }
                 Read::Blocked => break,
             }
@@ -220,7 +235,7 @@ fn silent_death_loses_nothing() {
     p.add_link(40.0, 5);
     p.add_link(20.0, 15);
     let mut killed = false;
-    let t = transfer(&mut p, 20_000_000, Duration::from_secs(60), |p| {
+    let (t, gap) = transfer_gaps(&mut p, 20_000_000, Duration::from_secs(60), |p| {
         if !killed && p.now >= Time::from_micros(1_000_000) {
             killed = true;
             p.links[0].2.alive = false;
@@ -230,5 +245,9 @@ fn silent_death_loses_nothing() {
         }
     });
     assert!(killed);
-    eprintln!("done at {t:?} {:?}", p.ends[0].stats());
+    eprintln!(
+        "done at {t:?}, longest stall {gap:?}, {:?}",
+        p.ends[0].stats()
+    );
+    assert!(gap < Duration::from_millis(300), "stall {gap:?}");
 }
