@@ -251,3 +251,216 @@ fn silent_death_loses_nothing() {
     );
     assert!(gap < Duration::from_millis(300), "stall {gap:?}");
 }
+
+#[test]
+fn slow_link_never_pulls_below_fast_alone() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(50.0, 5);
+    p.add_link(2.0, 20);
+    let size = 30_000_000u64;
+    let t = transfer(&mut p, size, Duration::from_secs(60), |_| {});
+    let goodput = size as f64 * 8.0 / t.as_secs_f64() / 1e6;
+    eprintln!("50+2: {goodput:.1} Mbit/s");
+    assert!(goodput > 49.0, "goodput {goodput:.1}");
+}
+
+#[test]
+fn eight_mixed_links() {
+    let mut p = Pair::new(Config {
+        recv_window: 32 << 20,
+        send_buffer: 32 << 20,
+        ..Config::default()
+    });
+    let links = [
+        (100.0, 1),
+        (50.0, 10),
+        (20.0, 30),
+        (10.0, 150),
+        (5.0, 80),
+        (2.0, 5),
+        (1.0, 60),
+        (30.0, 100),
+    ];
+    for (r, d) in links {
+        p.add_link(r, d);
+    }
+    let size = 150_000_000u64;
+    let t = transfer(&mut p, size, Duration::from_secs(60), |_| {});
+    let goodput = size as f64 * 8.0 / t.as_secs_f64() / 1e6;
+    let sum: f64 = links.iter().map(|l| l.0).sum();
+    eprintln!(
+        "eight: {goodput:.1} of {sum} Mbit/s, {:?}",
+        p.ends[1].stats()
+    );
+    assert!(goodput > 0.9 * sum, "goodput {goodput:.1}");
+}
+
+#[test]
+fn stopped_reader_stops_sender_within_window() {
+    let config = Config {
+        recv_window: 1 << 20,
+        send_buffer: 2 << 20,
+        ..Config::default()
+    };
+    let mut p = Pair::new(config.clone());
+    p.add_link(100.0, 5);
+    p.add_link(20.0, 15);
+    let taken = p.ends[0].write(&vec![7u8; 10 << 20]).unwrap();
+    assert_eq!(
+        taken as u64, config.send_buffer,
+        "the send buffer bounds what write takes"
+    );
+    let limit = Time::ZERO + Duration::from_secs(3);
+    while p.step(limit) {}
+    let (s0, s1) = (p.ends[0].stats(), p.ends[1].stats());
+    assert_eq!(
+        s1.recv_buffered, config.recv_window,
+        "receiver holds exactly its window"
+    );
+    assert_eq!(s1.recv_buffered_peak, config.recv_window);
+    assert_eq!(
+        s0.bytes_acked, config.recv_window,
+        "sender stopped at the window"
+    );
+    assert!(s0.send_buffered_peak <= config.send_buffer);
+    // The reader resumes: the window reopens and everything arrives.
+    let mut got = 0;
+    let limit = Time::ZERO + Duration::from_secs(10);
+    while got < config.send_buffer {
+        while let Read::Data(d) = p.ends[1].read(usize::MAX).unwrap() {
+            got += d.len() as u64;
+        }
+        if got < config.send_buffer {
+            assert!(p.step(limit), "stalled after resume at {got}");
+        }
+    }
+}
+
+#[test]
+fn both_directions_at_once() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(40.0, 5);
+    p.add_link(20.0, 15);
+    let size = 10_000_000u64;
+    let mut done = [false; 2];
+    let mut got = [0u64; 2];
+    let mut sent = [0u64; 2];
+    let chunk = vec![0u8; 1 << 16];
+    let limit = Time::ZERO + Duration::from_secs(30);
+    while !(done[0] && done[1]) {
+        for e in 0..2 {
+            while sent[e] < size {
+                let n = (size - sent[e]).min(chunk.len() as u64) as usize;
+                let k = p.ends[e].write(&chunk[..n]).unwrap();
+                sent[e] += k as u64;
+                if k < n {
+                    break;
+                }
+            }
+            if sent[e] == size {
+                let _ = p.ends[e].finish();
+            }
+            loop {
+                match p.ends[e].read(usize::MAX).unwrap() {
+                    Read::Data(d) => got[e] += d.len() as u64,
+                    Read::Finished => {
+                        done[e] = true;
+                        break;
+                    }
+                    Read::Blocked => break,
+                }
+            }
+        }
+        assert!(p.step(limit), "stalled: {got:?}");
+    }
+    assert_eq!(got, [size, size]);
+    let t = p.now.as_secs_f64();
+    eprintln!("both ways: {:.1} Mbit/s each", size as f64 * 8.0 / t / 1e6);
+    assert!(size as f64 * 8.0 / t / 1e6 > 50.0);
+    // Both ends close once everything is acknowledged.
+    for _ in 0..1000 {
+        if p.ends.iter().all(Connection::is_closed) {
+            break;
+        }
+        p.step(limit);
+    }
+    assert!(p.ends.iter().all(|e| e.is_closed() && e.error().is_none()));
+}
+
+mod hostile_peer {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a peer sends, the engine never panics, kills at most that link, and its
+        /// buffers stay within their limits.
+        #[test]
+        fn garbage_kills_only_the_link(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..20), data_first in any::<bool>()) {
+            let config = Config { recv_window: 4096, ..Config::default() };
+            let mut c = Connection::new(config, Time::ZERO);
+            let bad = c.add_link(Time::ZERO);
+            let good = c.add_link(Time::ZERO);
+            let mut t = Time::ZERO;
+            if data_first {
+                c.write(b"x").unwrap();
+            }
+            for bytes in &chunks {
+                t += Duration::from_millis(3);
+                c.handle_input(bad, bytes, t);
+                let mut out = Vec::new();
+                c.poll_transmit(bad, t, 1 << 16, &mut out);
+                c.poll_transmit(good, t, 1 << 16, &mut out);
+                c.handle_timeout(t);
+            }
+            prop_assert!(c.stats().recv_buffered <= 4096);
+            prop_assert!(!c.is_closed() || c.error().is_some());
+            prop_assert!(c.links().contains(&good) || c.stats().links_died > 0);
+        }
+
+        /// Valid frames with hostile values (acks for unsent data, data beyond the window,
+        /// conflicting ends of stream) are violations that drop the link, nothing more.
+        #[test]
+        fn hostile_frames_are_contained(frames in proptest::collection::vec(arb_frame(), 1..30)) {
+            let mut c = Connection::new(Config { recv_window: 1 << 16, ..Config::default() }, Time::ZERO);
+            let l = c.add_link(Time::ZERO);
+            let spare = c.add_link(Time::ZERO);
+            c.write(&[1u8; 40_000]).unwrap();
+            let mut out = Vec::new();
+            c.poll_transmit(l, Time::ZERO, 1 << 20, &mut out);
+            let mut wire = bytes::BytesMut::new();
+            for f in &frames {
+                f.encode(&mut wire);
+            }
+            c.handle_input(l, &wire, Time::from_micros(1000));
+            prop_assert!(c.stats().recv_buffered <= 1 << 16);
+            prop_assert!(c.links().contains(&spare));
+            while let Ok(Read::Data(_)) = c.read(usize::MAX) {}
+        }
+    }
+
+    fn arb_frame() -> impl Strategy<Value = frame::Frame> {
+        use frame::Frame;
+        prop_oneof![
+            (0u64..200_000, 0u8..4, 0usize..20_000).prop_map(|(seq, flags, n)| Frame::Data {
+                seq,
+                flags,
+                payload: bytes::Bytes::from(vec![0u8; n])
+            }),
+            (0u64..10, 0u64..100_000, any::<u64>()).prop_map(|(a, b, w)| Frame::Ack {
+                link_frames: a,
+                cumulative: b,
+                window_end: w
+            }),
+            any::<u64>().prop_map(|token| Frame::Ping { token }),
+            any::<u64>().prop_map(|token| Frame::Pong { token }),
+            Just(Frame::LinkClose),
+            Just(Frame::Hello {
+                version: 1,
+                flags: 0,
+                conn: frame::ConnectionId::NEW
+            }),
+        ]
+    }
+}
