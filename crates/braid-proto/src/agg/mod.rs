@@ -25,6 +25,8 @@
 
 mod connection;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 mod link;
 mod recv;
