@@ -199,11 +199,13 @@ impl Driver {
         let inner = self.inner.clone();
         let mut s = inner.lock();
         let now = inner.now();
+        let mut had_input = false;
         for msg in batch.drain(..) {
             match msg {
                 ToDriver::Input(id, data) => {
                     if self.links.contains_key(&id) {
                         s.conn.handle_input(id, &data, now);
+                        had_input = true;
                     }
                 }
                 ToDriver::ReadEnd(id, reason) => {
@@ -299,6 +301,15 @@ impl Driver {
             }
         }
 
+        // The engine signals `Readable` only on a change from nothing to read; an end of
+        // stream arriving alone after everything was read does not always produce it (see
+        // the note in docs/BENCHMARKS.md "Runtime"). A reader blocked while input arrived
+        // re-checks: at worst one spurious `read`.
+        if had_input {
+            if let Some(w) = s.read_waker.take() {
+                w.wake();
+            }
+        }
         if s.conn.poll_timeout().is_some_and(|t| t <= now) {
             s.conn.handle_timeout(now);
         }
@@ -357,6 +368,7 @@ impl Driver {
     fn events(&mut self, s: &mut crate::connection::Shared) {
         let inner = &self.inner;
         while let Some(ev) = s.conn.poll_event() {
+            tracing::trace!(conn = %inner.id, "event {ev:?} (read waker: {})", s.read_waker.is_some());
             match ev {
                 Event::LinkDead { link, reason } => {
                     let peer = s.links.remove(&link).map(|p| p.0).unwrap_or_default();
