@@ -78,6 +78,17 @@ async fn handle(sock: UnixStream, target: &Target) -> std::io::Result<()> {
 }
 
 fn list_links(h: &ConnectionHandle, prefix: &str, out: &mut String) {
+    let c = h.stats();
+    tracing::debug!(
+        "connection {}: written {} acked {} read {} send-buffered {} recv-buffered {} resent {}",
+        h.id(),
+        c.bytes_written,
+        c.bytes_acked,
+        c.bytes_read,
+        c.send_buffered,
+        c.recv_buffered,
+        c.bytes_resent
+    );
     for l in h.links() {
         let s = &l.stats;
         out.push_str(&format!(

@@ -119,6 +119,7 @@ pub(crate) fn start_connection(
         to_driver: tx,
         events: broadcast::channel(256).0,
         state: watch::channel(ConnectionState::Open).0,
+        driver_done: watch::channel(false).0,
         settings,
         slots: Mutex::new(Vec::new()),
     });

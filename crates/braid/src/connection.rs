@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     pub to_driver: mpsc::Sender<crate::driver::ToDriver>,
     pub events: broadcast::Sender<ConnectionEvent>,
     pub state: watch::Sender<ConnectionState>,
+    /// Set once the driver task flushed its links and ended.
+    pub driver_done: watch::Sender<bool>,
     pub settings: LinkSettings,
     pub slots: Mutex<Vec<(String, tokio::task::AbortHandle)>>,
 }
@@ -605,7 +607,8 @@ impl ConnectionHandle {
         self.0.state.borrow().clone()
     }
 
-    /// Waits until the connection is over (closed cleanly or failed) and says how.
+    /// Waits until the connection is over (closed cleanly or failed) and its links have
+    /// delivered their last frames, and says how it ended.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -619,12 +622,9 @@ impl ConnectionHandle {
     /// # }
     /// ```
     pub async fn closed(&self) -> ConnectionState {
-        let mut rx = self.0.state.subscribe();
-        let r = rx.wait_for(|s| *s != ConnectionState::Open).await;
-        match r {
-            Ok(s) => s.clone(),
-            Err(_) => self.state(),
-        }
+        let mut rx = self.0.driver_done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+        self.state()
     }
 
     /// Aborts the connection at once; the peer sees a reset with `code`.

@@ -154,6 +154,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<ToDriver>) {
         inner: inner.clone(),
         links: HashMap::new(),
         linger: None,
+        closing: Vec::new(),
     };
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
@@ -184,12 +185,23 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<ToDriver>) {
         }
     }
     d.shutdown();
+    // Let the writers deliver the last frames (acknowledgements of the peer's end) and close
+    // their links cleanly, and the peer close its side, before the connection reports that it
+    // is done.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures::future::join_all(std::mem::take(&mut d.closing)),
+    )
+    .await;
+    inner.driver_done.send_replace(true);
 }
 
 struct Driver {
     inner: Arc<Inner>,
     links: HashMap<LinkId, DriverLink>,
     linger: Option<tokio::time::Instant>,
+    /// Writer tasks flushing their last bytes.
+    closing: Vec<JoinHandle<()>>,
 }
 
 impl Driver {
@@ -331,9 +343,28 @@ impl Driver {
         }
 
         self.events(&mut s);
-        // Hand each idle writer the engine's frames for it.
+        self.transmit(&mut s, now, MAX_QUEUED);
+        self.events(&mut s);
+        if s.conn.is_closed() {
+            // The last acknowledgements must leave before the links close.
+            self.transmit(&mut s, now, usize::MAX);
+        }
+        let deadline = s.conn.poll_timeout();
+        let over = s.conn.is_closed() || inner.is_over();
+        let flushed = self.links.values().all(|l| l.queued == 0);
+        (deadline, over && flushed)
+    }
+
+    /// Hands each writer with fewer than `limit` buffers queued the engine's frames for it.
+    fn transmit(
+        &mut self,
+        s: &mut crate::connection::Shared,
+        now: crate::proto::Time,
+        limit: usize,
+    ) {
+        let inner = &self.inner;
         for (&id, l) in self.links.iter_mut() {
-            while l.queued < MAX_QUEUED {
+            while l.queued < limit {
                 let mut buf = l
                     .spare
                     .pop()
@@ -358,11 +389,6 @@ impl Driver {
                 }
             }
         }
-        self.events(&mut s);
-        let deadline = s.conn.poll_timeout();
-        let over = s.conn.is_closed() || inner.is_over();
-        let flushed = self.links.values().all(|l| l.queued == 0);
-        (deadline, over && flushed)
     }
 
     fn events(&mut self, s: &mut crate::connection::Shared) {
@@ -436,6 +462,9 @@ impl Driver {
         for (_, mut l) in self.links.drain() {
             l.end(LinkEnd::Removed);
             let _ = l.writer.send(WriterCmd::Close);
+            self.closing.push(l.writer_task);
+            // Readers drain until the peer closes too, so closing sends no reset.
+            self.closing.push(l.reader_task);
         }
         wake_all(&mut s);
         for (_, slot) in self

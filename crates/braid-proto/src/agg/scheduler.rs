@@ -52,6 +52,11 @@ pub(crate) fn worth_sending(
     c: &Config,
 ) -> bool {
     let init = c.initial_link_window;
+    // Progress: the link expected to deliver first never waits, or every link could wait
+    // for the others (ties, inconsistent estimates) and the data would never leave.
+    if best_with_room(links, now, len, c) == Some(id) {
+        return true;
+    }
     let mine = links[&id].expected_delivery(now, len, init);
     // Links that start delivering before this one would finish: when would they have
     // delivered the whole backlog between them? Link `m` delivers `rate_m × (t − start_m)`
