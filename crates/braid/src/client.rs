@@ -33,6 +33,9 @@ pub struct ClientConfig {
     pub engine: agg::Config,
     /// Time allowed to open one socket or start one command.
     pub dial_timeout: Duration,
+    /// Time allowed for one redial attempt of a link that dropped (short, so that a path
+    /// that comes back is used again quickly).
+    pub redial_timeout: Duration,
     /// Time allowed for a link's security and braid handshakes.
     pub handshake_timeout: Duration,
     /// First redial delay after a link drops.
@@ -56,9 +59,10 @@ impl ClientConfig {
             security: Security::Encrypted,
             engine: agg::Config::default(),
             dial_timeout: Duration::from_secs(10),
+            redial_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(200),
-            backoff_cap: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
             max_links: 64,
         }
     }
@@ -69,6 +73,7 @@ impl ClientConfig {
             security: self.security,
             handshake_timeout: self.handshake_timeout,
             dial_timeout: self.dial_timeout,
+            redial_timeout: self.redial_timeout,
             backoff_initial: self.backoff_initial,
             backoff_cap: self.backoff_cap,
             max_links: self.max_links,
@@ -341,7 +346,7 @@ pub(crate) fn spawn_slot(
                 return;
             }
             let attempt = async {
-                let raw = dial(&spec, s.dial_timeout).await?;
+                let raw = dial(&spec, s.redial_timeout).await?;
                 let (tx, rx) = oneshot::channel();
                 join_existing(&inner, raw, Some((spec.clone(), tx))).await?;
                 Ok::<_, JoinError>(rx)

@@ -96,6 +96,7 @@ pub(crate) struct LinkSettings {
     pub security: Security,
     pub handshake_timeout: std::time::Duration,
     pub dial_timeout: std::time::Duration,
+    pub redial_timeout: std::time::Duration,
     pub backoff_initial: std::time::Duration,
     pub backoff_cap: std::time::Duration,
     pub max_links: usize,

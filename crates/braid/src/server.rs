@@ -69,8 +69,9 @@ impl ServerConfig {
             security: self.security,
             handshake_timeout: self.handshake_timeout,
             dial_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(200),
-            backoff_cap: Duration::from_secs(5),
+            redial_timeout: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
             max_links: self.max_links_per_connection,
         }
     }
