@@ -242,7 +242,8 @@ fn poll_shutdown_inner(inner: &Inner) -> Poll<io::Result<()>> {
 /// Implements tokio's [`AsyncRead`] and [`AsyncWrite`]; [`Connection::into_split`] gives two
 /// halves that can move to different tasks. `shutdown` half-closes: the peer reads the end of
 /// the stream after everything written, and this side can still read. Dropping every handle
-/// of a connection finishes it (or aborts it if the peer's stream was not read to its end).
+/// of a connection finishes it: what was written is still delivered, and what the peer
+/// still sends is discarded until both ends are done (or 30 s pass, then it is aborted).
 ///
 /// Get one from [`crate::client::connect`] or [`crate::server::Listener::accept`].
 ///

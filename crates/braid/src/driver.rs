@@ -26,11 +26,12 @@ use crate::secure::{LinkReader, LinkWriter, SecureLink};
 use crate::spec::LinkSpec;
 
 /// Most bytes the driver asks the engine for in one `poll_transmit` for one link.
-pub(crate) const BATCH: usize = 64 * 1024;
+pub(crate) const BATCH: usize = 256 * 1024;
 /// Most buffers handed to one link's writer and not yet written.
 pub(crate) const MAX_QUEUED: usize = 2;
-/// How long a connection whose application let go of it may take to deliver what it has.
-const LINGER: Duration = Duration::from_secs(10);
+/// How long a connection whose application let go of it may take to deliver what it has
+/// and see the peer's end.
+const LINGER: Duration = Duration::from_secs(30);
 
 /// Why a link dialled from a spec ended (tells its dialling slot what to do).
 #[derive(Debug)]
@@ -326,18 +327,19 @@ impl Driver {
             s.conn.handle_timeout(now);
         }
 
-        // The application let go of the connection.
-        if s.app_handles == 0 && !s.conn.is_closed() && self.linger.is_none() {
-            if s.read_finished {
+        // The application let go of the connection: finish this side's stream, deliver what
+        // was written, and discard what the peer still sends (like a socket shut down for
+        // reading) until both ends are done or the linger time is over.
+        if s.app_handles == 0 && !s.conn.is_closed() {
+            if self.linger.is_none() {
                 let _ = s.conn.finish();
-            } else {
-                let _ = s.conn.finish();
-                s.conn.abort(0, now);
+                self.linger = Some(tokio::time::Instant::now() + LINGER);
             }
-            self.linger = Some(tokio::time::Instant::now() + LINGER);
-        }
-        if let Some(l) = self.linger {
-            if tokio::time::Instant::now() >= l && !s.conn.is_closed() {
+            while let Ok(crate::proto::agg::Read::Data(_)) = s.conn.read(1 << 20) {}
+            if self
+                .linger
+                .is_some_and(|l| tokio::time::Instant::now() >= l)
+            {
                 s.conn.abort(0, now);
             }
         }

@@ -1,0 +1,219 @@
+//! Runtime benchmarks on loopback, with raw TCP measured in the same run:
+//!
+//! - bulk throughput of one aggregated connection over 1 and 4 links, plaintext and
+//!   encrypted, and CPU seconds per GB (both ends are in this process);
+//! - 64-byte echo round trips through an idle connection.
+//!
+//! `cargo bench -p braid --bench runtime` (`BENCH_MB=...` to change the transfer size).
+
+use std::time::{Duration, Instant};
+
+use braid::client::{ClientConfig, connect};
+use braid::secure::{Key, Security};
+use braid::server::{Listener, ServerConfig};
+use braid::spec::ListenSpec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// CPU seconds (user + system) this process used so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Figure {
+    gbit: f64,
+    cpu_per_gb: f64,
+}
+
+async fn sink<R: AsyncReadExt + Unpin>(mut r: R) -> u64 {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return n,
+            Ok(k) => n += k as u64,
+        }
+    }
+}
+
+async fn pump<W: AsyncWriteExt + Unpin>(mut w: W, total: u64) {
+    let buf = vec![0x5au8; 256 * 1024];
+    let mut sent = 0u64;
+    while sent < total {
+        let k = (total - sent).min(buf.len() as u64) as usize;
+        w.write_all(&buf[..k]).await.unwrap();
+        sent += k as u64;
+    }
+    w.shutdown().await.unwrap();
+}
+
+fn figure(bytes: u64, elapsed: Duration, cpu: f64) -> Figure {
+    Figure {
+        gbit: bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
+        cpu_per_gb: cpu / (bytes as f64 / 1e9),
+    }
+}
+
+async fn raw_tcp(total: u64) -> Figure {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move { sink(l.accept().await.unwrap().0).await });
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    pump(s, total).await;
+    let got = server.await.unwrap();
+    assert_eq!(got, total);
+    figure(total, start.elapsed(), cpu_seconds() - cpu)
+}
+
+async fn braid_server(security: Security, key: &Key) -> (std::net::SocketAddr, Listener) {
+    let mut c = ServerConfig::new(key.clone());
+    c.security = security;
+    let l = Listener::bind(&["127.0.0.1:0".parse().unwrap()], c)
+        .await
+        .unwrap();
+    let ListenSpec::Tcp(addr) = l.local_specs()[0].clone() else {
+        unreachable!()
+    };
+    (addr, l)
+}
+
+async fn braid_bulk(links: u32, security: Security, total: u64) -> Figure {
+    let key = Key::generate();
+    let (addr, mut l) = braid_server(security, &key).await;
+    let server = tokio::spawn(async move { sink(l.accept().await.unwrap()).await });
+    let mut c = ClientConfig::new(key);
+    c.security = security;
+    let spec = format!("tcp://{addr}?count={links}").parse().unwrap();
+    let conn = connect(&[spec], c).await.unwrap();
+    while conn.handle().links().len() < links as usize {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    pump(conn, total).await;
+    let got = server.await.unwrap();
+    assert_eq!(got, total);
+    figure(total, start.elapsed(), cpu_seconds() - cpu)
+}
+
+/// Median and 99th percentile of `rounds` 64-byte echo round trips.
+async fn echo<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S, rounds: usize) -> (f64, f64) {
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        s.write_all(&msg).await.unwrap();
+        s.read_exact(&mut back).await.unwrap();
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        // Idle between requests, as an interactive session is.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    samples.sort_by(f64::total_cmp);
+    (samples[rounds / 2], samples[rounds * 99 / 100])
+}
+
+async fn raw_echo(rounds: usize) -> (f64, f64) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (mut r, mut w) = s.into_split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    echo(&mut s, rounds).await
+}
+
+async fn braid_echo(links: u32, rounds: usize) -> (f64, f64) {
+    let key = Key::generate();
+    let (addr, mut l) = braid_server(Security::Encrypted, &key).await;
+    tokio::spawn(async move {
+        let conn = l.accept().await.unwrap();
+        let (mut r, mut w) = conn.into_split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+    });
+    let spec = format!("tcp://{addr}?count={links}").parse().unwrap();
+    let mut conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
+    echo(&mut conn, rounds).await
+}
+
+fn main() {
+    let mb: u64 = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let total = mb * 1_000_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!(
+            "loopback bulk, {mb} MB one way, both ends in this process ({} cores)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!(
+            "{:<34} {:>10} {:>10} {:>12}",
+            "", "Gbit/s", "% raw", "CPU s/GB"
+        );
+        let raw = raw_tcp(total).await;
+        println!(
+            "{:<34} {:>10.2} {:>10} {:>12.2}",
+            "raw TCP, 1 connection", raw.gbit, "100%", raw.cpu_per_gb
+        );
+        for (name, links, sec) in [
+            ("braid plaintext, 1 link", 1, Security::Plaintext),
+            ("braid plaintext, 4 links", 4, Security::Plaintext),
+            ("braid encrypted, 1 link", 1, Security::Encrypted),
+            ("braid encrypted, 4 links", 4, Security::Encrypted),
+        ] {
+            if std::env::var("BENCH_ONLY").is_ok_and(|o| !name.contains(&o)) {
+                continue;
+            }
+            let f = braid_bulk(links, sec, total).await;
+            println!(
+                "{:<34} {:>10.2} {:>9.0}% {:>12.2}",
+                name,
+                f.gbit,
+                100.0 * f.gbit / raw.gbit,
+                f.cpu_per_gb
+            );
+        }
+        if std::env::var("BENCH_ONLY").is_ok() {
+            return;
+        }
+        let rounds = 2000;
+        println!();
+        println!("64-byte echo through an idle connection, {rounds} round trips (1 ms apart)");
+        println!("{:<34} {:>12} {:>12}", "", "median ms", "p99 ms");
+        let (m, p) = raw_echo(rounds).await;
+        println!("{:<34} {:>12.3} {:>12.3}", "raw TCP", m, p);
+        for links in [1, 4] {
+            let (bm, bp) = braid_echo(links, rounds).await;
+            println!(
+                "{:<34} {:>12.3} {:>12.3}   (+{:.3} ms median)",
+                format!("braid encrypted, {links} link(s)"),
+                bm,
+                bp,
+                bm - m
+            );
+        }
+    });
+}
