@@ -80,7 +80,13 @@ impl Connection {
     /// Appends frames for `link` to `out`, at most about `max` bytes (a frame is never split,
     /// so it may exceed `max` by less than one chunk plus header). Returns the bytes appended;
     /// 0 means the engine has nothing for this link now.
-    pub fn poll_transmit(&mut self, link: LinkId, now: Time, max: usize, out: &mut Vec<u8>) -> usize {
+    pub fn poll_transmit(
+        &mut self,
+        link: LinkId,
+        now: Time,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
         todo!()
     }
 

@@ -427,7 +427,11 @@ mod tests {
                 conn: ConnectionId(c),
                 link: l
             }),
-            (0u64..u64::MAX / 2, 0u8..4, proptest::collection::vec(any::<u8>(), 0..3000))
+            (
+                0u64..u64::MAX / 2,
+                0u8..4,
+                proptest::collection::vec(any::<u8>(), 0..3000)
+            )
                 .prop_map(|(s, f, p)| Frame::Data {
                     seq: s,
                     flags: f,

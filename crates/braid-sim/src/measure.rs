@@ -1,0 +1,314 @@
+//! Turning a finished run into figures: goodput against capacity, stalls, recovery.
+
+use std::time::Duration;
+
+use braid_proto::Time;
+use braid_proto::agg::frame::{DATA_HEADER_CRC_LEN, DATA_HEADER_LEN};
+
+use crate::endpoint::Endpoint;
+use crate::report::{DeathRecovery, DirectionReport, LinkReport, PauseReport, Report, SimSpeed};
+use crate::runner::Simulation;
+use crate::scenario::EventKind;
+
+/// Sum of usable link rates over time (bit/s), piecewise constant.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Capacity {
+    steps: Vec<(Time, f64)>,
+}
+
+impl Capacity {
+    pub fn set(&mut self, now: Time, bits: f64) {
+        match self.steps.last_mut() {
+            Some(&mut (_, v)) if v == bits => {}
+            Some((t, v)) if *t == now => *v = bits,
+            _ => self.steps.push((now, bits)),
+        }
+    }
+
+    /// Bits the links could carry in `[t0, t1]`.
+    pub fn integral(&self, t0: Time, t1: Time) -> f64 {
+        let mut sum = 0.0;
+        for (i, &(start, bits)) in self.steps.iter().enumerate() {
+            let end = self
+                .steps
+                .get(i + 1)
+                .map_or(Time::from_micros(u64::MAX), |s| s.0);
+            let a = start.max(t0);
+            let b = end.min(t1);
+            if b > a {
+                sum += bits * (b - a).as_secs_f64();
+            }
+        }
+        sum
+    }
+}
+
+/// Cumulative in-order bytes delivered over time.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Deliveries {
+    samples: Vec<(Time, u64)>,
+}
+
+impl Deliveries {
+    pub fn record(&mut self, now: Time, total: u64) {
+        match self.samples.last_mut() {
+            Some((t, v)) if *t == now => *v = total,
+            _ => self.samples.push((now, total)),
+        }
+    }
+
+    /// Bytes delivered by `t` (inclusive).
+    pub fn at(&self, t: Time) -> u64 {
+        let i = self.samples.partition_point(|s| s.0 <= t);
+        if i == 0 { 0 } else { self.samples[i - 1].1 }
+    }
+}
+
+fn secs(t: Time) -> f64 {
+    t.as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The report of a finished simulation.
+pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
+    let mut directions = Vec::new();
+    let measure_from = Time::ZERO + sim.scenario.measure_from.0;
+    for dir in 0..2 {
+        let (writer, reader) = (dir, 1 - dir);
+        let Some((size, received, done, del)) = sim.reader(reader) else {
+            continue;
+        };
+        let config = &sim.configs[writer];
+        let header = if config.crc {
+            DATA_HEADER_CRC_LEN
+        } else {
+            DATA_HEADER_LEN
+        };
+        let eff = config.chunk_size as f64 / (config.chunk_size + header) as f64;
+        let cap = &sim.capacity[dir];
+        let t_end = done.unwrap_or(sim.now);
+        let t0 = if t_end > measure_from {
+            measure_from
+        } else {
+            Time::ZERO
+        };
+        let span = (t_end - t0).as_secs_f64();
+        let bytes = del.at(t_end) - del.at(t0);
+        let goodput = if span > 0.0 {
+            bytes as f64 * 8.0 / span
+        } else {
+            0.0
+        };
+        let capacity = if span > 0.0 {
+            cap.integral(t0, t_end) * eff / span
+        } else {
+            0.0
+        };
+        let ratio = if capacity > 0.0 {
+            goodput / capacity
+        } else {
+            0.0
+        };
+
+        // 1 s windows on a 10 ms grid.
+        let (mut min_g, mut min_r) = (None::<f64>, None::<f64>);
+        let window = Duration::from_secs(1);
+        let mut t = t0 + window;
+        while t <= t_end {
+            let w0 = Time::from_micros(t.as_micros() - window.as_micros() as u64);
+            let g = (del.at(t) - del.at(w0)) as f64 * 8.0;
+            let c = cap.integral(w0, t) * eff;
+            min_g = Some(min_g.map_or(g, |m: f64| m.min(g)));
+            if c > 0.0 {
+                let r = g / c;
+                min_r = Some(min_r.map_or(r, |m: f64| m.min(r)));
+            }
+            t += Duration::from_millis(10);
+        }
+
+        let samples = &del.samples;
+        let (mut stall, mut stall_at) = (Duration::ZERO, Time::ZERO);
+        for w in samples.windows(2) {
+            let gap = w[1].0 - w[0].0;
+            if gap > stall {
+                stall = gap;
+                stall_at = w[0].0;
+            }
+        }
+
+        let mut deaths = Vec::new();
+        for d in &sim.deaths {
+            let mut rec = DeathRecovery {
+                link: d.link.clone(),
+                kind: match d.kind {
+                    EventKind::LoudDeath => "loud-death".into(),
+                    _ => "silent-death".into(),
+                },
+                at_secs: secs(d.at),
+                stall_ms: None,
+                resumed_ms: None,
+                recovered_90_ms: None,
+            };
+            if t_end > d.at && del.at(t_end) > del.at(d.at) {
+                let horizon = d.at + Duration::from_secs(2);
+                let mut best: Option<(Duration, Time)> = None;
+                for w in samples.windows(2) {
+                    if w[1].0 > d.at && w[0].0 < horizon {
+                        let gap = w[1].0 - w[0].0.max(d.at);
+                        if best.is_none_or(|(g, _)| gap > g) {
+                            best = Some((gap, w[1].0));
+                        }
+                    }
+                }
+                // Only deliveries after the death but no pair straddling it: the first one
+                // ends the gap.
+                if best.is_none() {
+                    if let Some(&(t, _)) = samples.iter().find(|s| s.0 > d.at) {
+                        best = Some((t - d.at, t));
+                    }
+                }
+                if let Some((gap, end)) = best {
+                    rec.stall_ms = Some(ms(gap));
+                    rec.resumed_ms = Some(ms(end - d.at));
+                }
+                let w = Duration::from_millis(200);
+                let mut t = d.at + w;
+                let last = t_end.min(d.at + Duration::from_secs(10));
+                while t <= last {
+                    let w0 = Time::from_micros(t.as_micros() - w.as_micros() as u64);
+                    let got = (del.at(t) - del.at(w0)) as f64 * 8.0;
+                    let can = cap.integral(w0, t) * eff;
+                    if can > 0.0 && got >= 0.9 * can {
+                        rec.recovered_90_ms = Some(ms(t - d.at));
+                        break;
+                    }
+                    t += Duration::from_millis(1);
+                }
+            }
+            deaths.push(rec);
+        }
+
+        let pauses = sim
+            .pauses
+            .iter()
+            .filter(|p| p.reader_side == reader)
+            .map(|p| PauseReport {
+                from_secs: secs(p.from),
+                to_secs: secs(p.to.unwrap_or(sim.now)),
+                written_while_stopped: p.written_at_end - p.written_at_start,
+                outstanding_max: p.written_at_end.saturating_sub(p.read_at_start),
+                wire_bytes_second_half: p
+                    .wire_at_end
+                    .saturating_sub(p.wire_at_mid.unwrap_or(p.wire_at_end)),
+            })
+            .collect();
+
+        let rs = sim.stats(reader);
+        let ws = sim.stats(writer);
+        directions.push(DirectionReport {
+            direction: ["a-to-b", "b-to-a"][dir].into(),
+            size,
+            delivered: received,
+            completed: done.is_some() && received == size,
+            completion_secs: done.map(secs),
+            first_byte_secs: samples.first().map(|s| secs(s.0)),
+            measured_from_secs: secs(t0),
+            measured_to_secs: secs(t_end),
+            goodput_mbit: goodput / 1e6,
+            capacity_mbit: capacity / 1e6,
+            goodput_ratio: ratio,
+            framing_efficiency: eff,
+            min_1s_goodput_mbit: min_g.map(|g| g / 1e6),
+            min_1s_ratio: min_r,
+            longest_stall_ms: ms(stall),
+            longest_stall_at_secs: secs(stall_at),
+            deaths,
+            pauses,
+            recv_buffered_peak: rs.recv_buffered_peak,
+            recv_window: sim.configs[reader].recv_window,
+            send_buffered_peak: ws.send_buffered_peak,
+            send_buffer: config.send_buffer,
+            bytes_resent: ws.bytes_resent,
+        });
+    }
+
+    let totals = [0, 1].map(|d| sim.links.iter().map(|l| l.pipes[d].departed).sum::<u64>());
+    let links = sim
+        .links
+        .iter()
+        .map(|l| {
+            let wire = [l.pipes[0].departed, l.pipes[1].departed];
+            LinkReport {
+                name: l.params.name.clone(),
+                rate_mbit: [l.params.rate[0].0 / 1e6, l.params.rate[1].0 / 1e6],
+                wire_bytes: wire,
+                share: [0, 1].map(|d| {
+                    if totals[d] > 0 {
+                        wire[d] as f64 / totals[d] as f64
+                    } else {
+                        0.0
+                    }
+                }),
+                joined_secs: l.joined.map(secs),
+                ended: l.ended.clone(),
+            }
+        })
+        .collect();
+
+    let mut violations = sim.violations.clone();
+    for d in &directions {
+        if !d.completed
+            && !violations
+                .iter()
+                .any(|v| v.contains("not complete") || v.contains("stuck"))
+        {
+            violations.push(format!(
+                "{}: {} of {} bytes delivered",
+                d.direction, d.delivered, d.size
+            ));
+        }
+    }
+    Report {
+        scenario: sim.scenario.display_name().to_string(),
+        seed: sim.seed,
+        ok: violations.is_empty() && directions.iter().all(|d| d.completed),
+        violations,
+        directions,
+        links,
+        false_deaths: sim.false_deaths,
+        sim: SimSpeed {
+            events: sim.events,
+            virtual_secs: secs(sim.now),
+            wall_secs: sim.wall.as_secs_f64(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_integral() {
+        let mut c = Capacity::default();
+        c.set(Time::ZERO, 10.0);
+        c.set(Time::from_micros(1_000_000), 4.0);
+        let i = c.integral(Time::from_micros(500_000), Time::from_micros(2_000_000));
+        assert!((i - (5.0 + 4.0)).abs() < 1e-9, "{i}");
+    }
+
+    #[test]
+    fn deliveries_step_function() {
+        let mut d = Deliveries::default();
+        d.record(Time::from_micros(10), 5);
+        d.record(Time::from_micros(10), 7);
+        d.record(Time::from_micros(20), 9);
+        assert_eq!(d.at(Time::from_micros(5)), 0);
+        assert_eq!(d.at(Time::from_micros(10)), 7);
+        assert_eq!(d.at(Time::from_micros(15)), 7);
+        assert_eq!(d.at(Time::from_micros(25)), 9);
+    }
+}
