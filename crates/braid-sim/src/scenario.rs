@@ -46,7 +46,7 @@ pub enum ScenarioError {
         source: std::io::Error,
     },
     /// Not valid TOML, an unknown key, a missing key or a bad value (the message names it).
-    #[error("{0}")]
+    #[error(transparent)]
     Toml(#[from] toml::de::Error),
     /// Parsed, but a value is out of range or inconsistent.
     #[error("invalid `{field}`: {message}")]
@@ -537,17 +537,17 @@ impl Scenario {
             }
         }
         if let Some(r) = self.transfer.read_rate {
-            if !(r.0 > 0.0) {
+            if !r.is_positive() {
                 return Err(invalid("transfer.read_rate", "must be positive"));
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, l) in self.link.iter().enumerate() {
             let f = |k: &str| format!("link[{i}].{k}");
-            if !(l.rate.0 > 0.0) {
+            if !l.rate.is_positive() {
                 return Err(invalid(f("rate"), "must be positive"));
             }
-            if l.rate_back.is_some_and(|r| !(r.0 > 0.0)) {
+            if l.rate_back.is_some_and(|r| !r.is_positive()) {
                 return Err(invalid(f("rate_back"), "must be positive"));
             }
             if l.buffer.0 == 0 {
@@ -608,7 +608,7 @@ impl Scenario {
                 return Err(invalid(f("buffer"), "only return events take a buffer"));
             }
             for r in [e.rate, e.rate_back].into_iter().flatten() {
-                if !(r.0 > 0.0) {
+                if !r.is_positive() {
                     return Err(invalid(f("rate"), "must be positive"));
                 }
             }

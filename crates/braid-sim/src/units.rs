@@ -112,6 +112,11 @@ impl BitRate {
         self.0 / 8.0
     }
 
+    /// Whether the rate is a positive finite number.
+    pub fn is_positive(self) -> bool {
+        self.0.is_finite() && self.0 > 0.0
+    }
+
     /// A rate of `mbit` megabits (10^6 bits) per second.
     pub fn mbit(mbit: f64) -> Self {
         BitRate(mbit * 1e6)
