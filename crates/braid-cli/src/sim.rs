@@ -36,7 +36,10 @@ pub fn demo() -> anyhow::Result<()> {
     scenario.name.get_or_insert_with(|| "demo".into());
     eprintln!(
         "braid demo: simulating {} (a simulator run until the live demo exists)",
-        scenario.description.as_deref().unwrap_or("the demo scenario")
+        scenario
+            .description
+            .as_deref()
+            .unwrap_or("the demo scenario")
     );
     let reports = braid_sim::run_all(&scenario)?;
     print(&reports, false)
@@ -50,7 +53,10 @@ fn print(reports: &[Report], json: bool) -> anyhow::Result<()> {
     }
     let failed = reports.iter().filter(|r| !r.ok).count();
     if failed > 0 {
-        anyhow::bail!("{failed} of {} run(s) did not deliver every byte correctly", reports.len());
+        anyhow::bail!(
+            "{failed} of {} run(s) did not deliver every byte correctly",
+            reports.len()
+        );
     }
     Ok(())
 }
