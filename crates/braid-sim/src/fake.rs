@@ -145,7 +145,7 @@ impl Endpoint for Fake {
                 break;
             }
         }
-        if self.pos > 1 << 20 {
+        if self.pos > 1 << 20 && self.pos * 2 > self.pending.len() {
             self.pending.drain(..self.pos);
             self.pos = 0;
         }
