@@ -843,7 +843,7 @@ impl<E: Endpoint> Simulation<E> {
             let max = match r.rate {
                 Some(_) if r.tokens < 1.0 => break,
                 Some(_) => r.tokens as usize,
-                None => usize::MAX / 2,
+                None => 1 << 22,
             };
             match s.ep.read(max) {
                 Ok(Read::Data(b)) => {
