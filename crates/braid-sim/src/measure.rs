@@ -64,6 +64,10 @@ impl Deliveries {
     }
 }
 
+/// A delivery gap shorter than this after a death is not a stall: with the remaining links
+/// busy, gaps of a few chunk times are normal.
+const STALL_MIN: Duration = Duration::from_millis(50);
+
 fn secs(t: Time) -> f64 {
     t.as_secs_f64()
 }
@@ -153,7 +157,7 @@ pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
                 recovered_90_ms: None,
             };
             if t_end > d.at && del.at(t_end) > del.at(d.at) {
-                let horizon = d.at + Duration::from_secs(2);
+                let horizon = d.at + Duration::from_secs(1);
                 let mut best: Option<(Duration, Time)> = None;
                 for w in samples.windows(2) {
                     if w[1].0 > d.at && w[0].0 < horizon {
@@ -163,16 +167,18 @@ pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
                         }
                     }
                 }
-                // Only deliveries after the death but no pair straddling it: the first one
-                // ends the gap.
-                if best.is_none() {
-                    if let Some(&(t, _)) = samples.iter().find(|s| s.0 > d.at) {
-                        best = Some((t - d.at, t));
+                let first_after = samples.iter().find(|s| s.0 > d.at).map(|s| s.0);
+                match (best, first_after) {
+                    (Some((gap, end)), _) if gap >= STALL_MIN => {
+                        rec.stall_ms = Some(ms(gap));
+                        rec.resumed_ms = Some(ms(end - d.at));
                     }
-                }
-                if let Some((gap, end)) = best {
-                    rec.stall_ms = Some(ms(gap));
-                    rec.resumed_ms = Some(ms(end - d.at));
+                    (_, Some(first)) => {
+                        // No gap worth the name: delivery never really stopped.
+                        rec.stall_ms = Some(ms(best.map_or(first - d.at, |(g, _)| g)));
+                        rec.resumed_ms = Some(ms(first - d.at));
+                    }
+                    (_, None) => {}
                 }
                 let w = Duration::from_millis(200);
                 let mut t = d.at + w;

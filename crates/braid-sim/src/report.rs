@@ -88,10 +88,11 @@ pub struct DeathRecovery {
     pub kind: String,
     /// When.
     pub at_secs: f64,
-    /// Longest gap in in-order delivery overlapping the 2 s after the death (counted from the
+    /// Longest gap in in-order delivery overlapping the 1 s after the death (counted from the
     /// death if it began before), ms.
     pub stall_ms: Option<f64>,
-    /// Time from the death to the end of that gap: in-order delivery has resumed, ms.
+    /// Time from the death until in-order delivery resumed, ms: the end of that gap, or, if
+    /// it is shorter than 50 ms (no real stall), the first delivery after the death.
     pub resumed_ms: Option<f64>,
     /// Time from the death until goodput over a 200 ms window (entirely after the death)
     /// first reaches 90% of the remaining links' capacity, ms.
