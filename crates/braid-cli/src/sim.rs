@@ -9,8 +9,9 @@ const DEMO: &str = include_str!("../../../scenarios/demo.toml");
 /// Arguments of `braid sim`.
 #[derive(clap::Args, Debug)]
 pub struct SimArgs {
-    /// Scenario file (TOML, see docs/SIMULATOR.md).
-    pub scenario: std::path::PathBuf,
+    /// Scenario file (TOML, see docs/SIMULATOR.md); without it, the built-in demo scenario
+    /// (three links, the fastest dies silently and returns).
+    pub scenario: Option<std::path::PathBuf>,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -21,8 +22,12 @@ pub struct SimArgs {
 
 /// Runs `braid sim`.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
-    let mut scenario = Scenario::from_file(&args.scenario)
-        .with_context(|| format!("scenario {}", args.scenario.display()))?;
+    let mut scenario = match &args.scenario {
+        Some(path) => {
+            Scenario::from_file(path).with_context(|| format!("scenario {}", path.display()))?
+        }
+        None => builtin()?,
+    };
     if !args.seeds.is_empty() {
         scenario.seed = args.seeds;
     }
