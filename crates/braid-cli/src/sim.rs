@@ -37,17 +37,21 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
 
 /// Runs the built-in demo scenario (three links, the fastest dies and returns).
 pub fn demo() -> anyhow::Result<()> {
+    run(SimArgs {
+        scenario: None,
+        json: false,
+        seeds: Vec::new(),
+    })
+}
+
+fn builtin() -> anyhow::Result<Scenario> {
     let mut scenario = Scenario::from_toml(DEMO).context("built-in demo scenario")?;
     scenario.name.get_or_insert_with(|| "demo".into());
     eprintln!(
-        "braid demo: simulating {} (a simulator run until the live demo exists)",
-        scenario
-            .description
-            .as_deref()
-            .unwrap_or("the demo scenario")
+        "braid: simulating the built-in scenario: {}",
+        scenario.description.as_deref().unwrap_or("demo")
     );
-    let reports = braid_sim::run_all(&scenario)?;
-    print(&reports, false)
+    Ok(scenario)
 }
 
 fn print(reports: &[Report], json: bool) -> anyhow::Result<()> {
