@@ -76,6 +76,50 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// After a death at `at`: the stall, the time until in-order delivery resumed, and the time
+/// until goodput over 200 ms windows reached 90% of the capacity left.
+fn recovery(
+    del: &Deliveries,
+    cap: &Capacity,
+    eff: f64,
+    at: Time,
+    t_end: Time,
+) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
+    let samples = &del.samples;
+    let horizon = at + Duration::from_secs(1);
+    let mut best: Option<(Duration, Time)> = None;
+    for w in samples.windows(2) {
+        if w[1].0 > at && w[0].0 < horizon {
+            let gap = w[1].0 - w[0].0.max(at);
+            if best.is_none_or(|(g, _)| gap > g) {
+                best = Some((gap, w[1].0));
+            }
+        }
+    }
+    let first_after = samples.iter().find(|s| s.0 > at).map(|s| s.0);
+    let (stall, resumed) = match (best, first_after) {
+        (Some((gap, end)), _) if gap >= STALL_MIN => (Some(gap), Some(end - at)),
+        // No gap worth the name: delivery never really stopped.
+        (_, Some(first)) => (Some(best.map_or(first - at, |(g, _)| g)), Some(first - at)),
+        (_, None) => (None, None),
+    };
+    let w = Duration::from_millis(200);
+    let mut t = at + w;
+    let last = t_end.min(at + Duration::from_secs(10));
+    let mut recovered = None;
+    while t <= last {
+        let w0 = Time::from_micros(t.as_micros() - w.as_micros() as u64);
+        let got = (del.at(t) - del.at(w0)) as f64 * 8.0;
+        let can = cap.integral(w0, t) * eff;
+        if can > 0.0 && got >= 0.9 * can {
+            recovered = Some(t - at);
+            break;
+        }
+        t += Duration::from_millis(1);
+    }
+    (stall, resumed, recovered)
+}
+
 /// The report of a finished simulation.
 pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
     let mut directions = Vec::new();
@@ -157,42 +201,10 @@ pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
                 recovered_90_ms: None,
             };
             if t_end > d.at && del.at(t_end) > del.at(d.at) {
-                let horizon = d.at + Duration::from_secs(1);
-                let mut best: Option<(Duration, Time)> = None;
-                for w in samples.windows(2) {
-                    if w[1].0 > d.at && w[0].0 < horizon {
-                        let gap = w[1].0 - w[0].0.max(d.at);
-                        if best.is_none_or(|(g, _)| gap > g) {
-                            best = Some((gap, w[1].0));
-                        }
-                    }
-                }
-                let first_after = samples.iter().find(|s| s.0 > d.at).map(|s| s.0);
-                match (best, first_after) {
-                    (Some((gap, end)), _) if gap >= STALL_MIN => {
-                        rec.stall_ms = Some(ms(gap));
-                        rec.resumed_ms = Some(ms(end - d.at));
-                    }
-                    (_, Some(first)) => {
-                        // No gap worth the name: delivery never really stopped.
-                        rec.stall_ms = Some(ms(best.map_or(first - d.at, |(g, _)| g)));
-                        rec.resumed_ms = Some(ms(first - d.at));
-                    }
-                    (_, None) => {}
-                }
-                let w = Duration::from_millis(200);
-                let mut t = d.at + w;
-                let last = t_end.min(d.at + Duration::from_secs(10));
-                while t <= last {
-                    let w0 = Time::from_micros(t.as_micros() - w.as_micros() as u64);
-                    let got = (del.at(t) - del.at(w0)) as f64 * 8.0;
-                    let can = cap.integral(w0, t) * eff;
-                    if can > 0.0 && got >= 0.9 * can {
-                        rec.recovered_90_ms = Some(ms(t - d.at));
-                        break;
-                    }
-                    t += Duration::from_millis(1);
-                }
+                let (stall, resumed, recovered) = recovery(del, cap, eff, d.at, t_end);
+                rec.stall_ms = stall.map(ms);
+                rec.resumed_ms = resumed.map(ms);
+                rec.recovered_90_ms = recovered.map(ms);
             }
             deaths.push(rec);
         }
@@ -304,6 +316,41 @@ mod tests {
         c.set(Time::from_micros(1_000_000), 4.0);
         let i = c.integral(Time::from_micros(500_000), Time::from_micros(2_000_000));
         assert!((i - (5.0 + 4.0)).abs() < 1e-9, "{i}");
+    }
+
+    #[test]
+    fn recovery_after_a_death() {
+        let us = Time::from_micros;
+        // 1 byte/us until the death at 1 s, then capacity 0.5 byte/us (4 Mbit/s): deliveries
+        // go on 20 ms, stop 230 ms, then run at the new capacity.
+        let mut cap = Capacity::default();
+        cap.set(us(0), 8e6);
+        cap.set(us(1_000_000), 4e6);
+        let mut del = Deliveries::default();
+        let mut total = 0;
+        for t in (0..=1_020_000).step_by(1000) {
+            total = t;
+            del.record(us(t), total);
+        }
+        for t in (1_250_000..=3_000_000).step_by(1000) {
+            total += 500;
+            del.record(us(t), total);
+        }
+        let (stall, resumed, rec) = recovery(&del, &cap, 1.0, us(1_000_000), us(3_000_000));
+        assert_eq!(stall, Some(Duration::from_millis(230)));
+        assert_eq!(resumed, Some(Duration::from_millis(250)));
+        // The first 200 ms window at >= 90% of 0.5 byte/us holds 180 deliveries of 500 bytes
+        // (1.250 s to 1.429 s).
+        assert_eq!(rec, Some(Duration::from_millis(429)));
+
+        // No stall at all: small gaps only, resumption is the first delivery after the death.
+        let mut del = Deliveries::default();
+        for t in (0..=3_000_000).step_by(5000) {
+            del.record(us(t), t / 2);
+        }
+        let (stall, resumed, _) = recovery(&del, &cap, 1.0, us(1_002_000), us(3_000_000));
+        assert_eq!(stall, Some(Duration::from_millis(5)));
+        assert_eq!(resumed, Some(Duration::from_millis(3)));
     }
 
     #[test]
