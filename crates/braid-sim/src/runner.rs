@@ -25,6 +25,8 @@ const WRITE_BLOCK: usize = 256 * 1024;
 const READ_TICK: Duration = Duration::from_millis(5);
 /// Events at one virtual instant beyond this mean the endpoints spin without progress.
 const LIVELOCK_EVENTS: u64 = 1_000_000;
+/// A timer deadline still due after firing is retried after this long.
+const TIMER_RETRY: Duration = Duration::from_millis(1);
 
 #[derive(Debug)]
 enum Ev {
@@ -154,6 +156,8 @@ struct Reader {
 struct SideState<E> {
     ep: E,
     timer: Option<Time>,
+    /// The deadline the timer last fired for.
+    fired: Option<Time>,
     ids: HashMap<LinkId, usize>,
     /// Links this side polls, in join order.
     open: Vec<usize>,
@@ -251,6 +255,7 @@ impl<E: Endpoint> Simulation<E> {
         let side = |ep: E, w: Option<Writer>, r: Option<Reader>| SideState {
             ep,
             timer: None,
+            fired: None,
             ids: HashMap::new(),
             open: Vec::new(),
             writer: w,
@@ -380,6 +385,7 @@ impl<E: Endpoint> Simulation<E> {
             Ev::Timer { side, at } => {
                 if self.sides[side].timer == Some(at) {
                     self.sides[side].timer = None;
+                    self.sides[side].fired = Some(at);
                     let now = self.now;
                     self.sides[side].ep.handle_timeout(now);
                     self.settle(side);
@@ -926,7 +932,14 @@ impl<E: Endpoint> Simulation<E> {
         if t != self.sides[side].timer {
             self.sides[side].timer = t;
             if let Some(t) = t {
-                let at = t.max(self.now);
+                // A deadline that is still due after it fired (a keepalive waiting for room
+                // on a full link: only `poll_transmit` clears it) is retried a millisecond
+                // later rather than spun on.
+                let at = if t <= self.now && self.sides[side].fired == Some(t) {
+                    self.now + TIMER_RETRY
+                } else {
+                    t.max(self.now)
+                };
                 // The event carries the deadline the engine asked for, to match it on firing.
                 self.seq += 1;
                 self.queue.push(Queued {
