@@ -43,10 +43,13 @@ impl Capacity {
     }
 }
 
-/// Cumulative in-order bytes delivered over time.
+/// Cumulative in-order bytes delivered over time, and samples of the backlog: bytes that
+/// crossed (or are crossing) the links but were not delivered yet.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Deliveries {
     samples: Vec<(Time, u64)>,
+    /// (time, bytes the receiver holds, wire bytes in flight towards it).
+    backlog: Vec<(Time, u64, u64)>,
 }
 
 impl Deliveries {
@@ -55,6 +58,31 @@ impl Deliveries {
             Some((t, v)) if *t == now => *v = total,
             _ => self.samples.push((now, total)),
         }
+    }
+
+    pub fn sample_backlog(&mut self, now: Time, held: u64, in_flight: u64) {
+        self.backlog.push((now, held, in_flight));
+    }
+
+    /// Payload bytes that had crossed, or were crossing, the links at the last sample at or
+    /// before `t` without being delivered: what the receiver held plus the wire bytes in
+    /// flight (scaled by the framing efficiency).
+    pub fn backlog(&self, t: Time, eff: f64) -> f64 {
+        let i = self.backlog.partition_point(|s| s.0 <= t);
+        if i == 0 {
+            0.0
+        } else {
+            let (_, held, flying) = self.backlog[i - 1];
+            held as f64 + flying as f64 * eff
+        }
+    }
+
+    /// Payload bytes that crossed the links in `(t0, t1]`: deliveries, corrected for the
+    /// backlog at both ends (bytes that crossed before `t0` but were delivered after it
+    /// do not count; bytes that crossed but wait in the reorder buffer at `t1` do).
+    pub fn crossed(&self, t0: Time, t1: Time, eff: f64) -> f64 {
+        let delivered = (self.at(t1) - self.at(t0)) as f64;
+        (delivered + self.backlog(t1, eff) - self.backlog(t0, eff)).max(0.0)
     }
 
     /// Bytes delivered by `t` (inclusive).
@@ -77,7 +105,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// After a death at `at`: the stall, the time until in-order delivery resumed, and the time
-/// until goodput over 200 ms windows reached 90% of the capacity left.
+/// until goodput over a 200 ms window starting after the resumption reached 90% of the
+/// capacity left.
 fn recovery(
     del: &Deliveries,
     cap: &Capacity,
@@ -103,8 +132,11 @@ fn recovery(
         (_, Some(first)) => (Some(best.map_or(first - at, |(g, _)| g)), Some(first - at)),
         (_, None) => (None, None),
     };
+    // Windows start once delivery has resumed, so the burst that releases the reorder
+    // buffer at that instant does not count: the remaining links must sustain the rate.
     let w = Duration::from_millis(200);
-    let mut t = at + w;
+    let start = at + resumed.unwrap_or(Duration::ZERO);
+    let mut t = start + w;
     let last = t_end.min(at + Duration::from_secs(10));
     let mut recovered = None;
     while t <= last {
@@ -144,9 +176,14 @@ pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
             Time::ZERO
         };
         let span = (t_end - t0).as_secs_f64();
-        let bytes = del.at(t_end) - del.at(t0);
+        // At completion nothing is left in flight, so only the backlog at t0 matters.
+        let bytes = if done.is_some() {
+            (del.at(t_end) - del.at(t0)) as f64 - del.backlog(t0, eff)
+        } else {
+            del.crossed(t0, t_end, eff)
+        };
         let goodput = if span > 0.0 {
-            bytes as f64 * 8.0 / span
+            bytes.max(0.0) * 8.0 / span
         } else {
             0.0
         };
@@ -167,7 +204,7 @@ pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
         let mut t = t0 + window;
         while t <= t_end {
             let w0 = Time::from_micros(t.as_micros() - window.as_micros() as u64);
-            let g = (del.at(t) - del.at(w0)) as f64 * 8.0;
+            let g = del.crossed(w0, t, eff) * 8.0;
             let c = cap.integral(w0, t) * eff;
             min_g = Some(min_g.map_or(g, |m: f64| m.min(g)));
             if c > 0.0 {
@@ -339,9 +376,9 @@ mod tests {
         let (stall, resumed, rec) = recovery(&del, &cap, 1.0, us(1_000_000), us(3_000_000));
         assert_eq!(stall, Some(Duration::from_millis(230)));
         assert_eq!(resumed, Some(Duration::from_millis(250)));
-        // The first 200 ms window at >= 90% of 0.5 byte/us holds 180 deliveries of 500 bytes
-        // (1.250 s to 1.429 s).
-        assert_eq!(rec, Some(Duration::from_millis(429)));
+        // Windows start when delivery resumed (1.25 s), without the delivery at that instant;
+        // the first, (1.25, 1.45], holds 200 deliveries of 500 bytes: 100% of 4 Mbit/s.
+        assert_eq!(rec, Some(Duration::from_millis(450)));
 
         // No stall at all: small gaps only, resumption is the first delivery after the death.
         let mut del = Deliveries::default();

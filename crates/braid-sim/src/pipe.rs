@@ -63,6 +63,8 @@ pub(crate) struct Pipe {
     pub epoch: u64,
     /// Bytes that departed (were put on the wire) so far.
     pub departed: u64,
+    /// Bytes that departed and have not arrived (nor vanished) yet.
+    pub in_flight_bytes: u64,
 }
 
 impl Pipe {
@@ -83,6 +85,7 @@ impl Pipe {
             last_arrival: Time::ZERO,
             epoch: 0,
             departed: 0,
+            in_flight_bytes: 0,
         }
     }
 
@@ -183,6 +186,7 @@ impl Pipe {
         let arrival =
             Time::from_micros(now.as_micros() + self.delay_us + extra).max(self.last_arrival);
         self.last_arrival = arrival;
+        self.in_flight_bytes += seg.len();
         self.in_flight.push_back(seg);
         self.head_start = now;
         self.head_sent = 0.0;
@@ -191,7 +195,9 @@ impl Pipe {
 
     /// The next segment arriving (call when its arrival event fires with a current epoch).
     pub fn arrive(&mut self) -> Option<Segment> {
-        self.in_flight.pop_front()
+        let seg = self.in_flight.pop_front()?;
+        self.in_flight_bytes -= seg.len();
+        Some(seg)
     }
 
     /// Changes the rate from now on; returns the new departure time of the head.
@@ -213,6 +219,7 @@ impl Pipe {
         self.head_sent = self.head_transmitted(now);
         self.flow = Flow::Silent;
         self.in_flight.clear();
+        self.in_flight_bytes = 0;
         self.epoch += 1;
         self.depart_gen += 1;
     }
@@ -223,6 +230,7 @@ impl Pipe {
         self.queue.clear();
         self.queued = 0;
         self.in_flight.clear();
+        self.in_flight_bytes = 0;
         self.epoch += 1;
         self.depart_gen += 1;
     }

@@ -46,7 +46,9 @@ pub struct DirectionReport {
     pub measured_from_secs: f64,
     /// End of the goodput measurement (completion, or the end of the run).
     pub measured_to_secs: f64,
-    /// Goodput over the measurement, Mbit/s (10^6 bit/s) of application bytes.
+    /// Goodput over the measurement, Mbit/s (10^6 bit/s) of application bytes. Bytes that
+    /// had already crossed the links when the measurement started (the receiver's backlog
+    /// and the bytes in flight) do not count.
     pub goodput_mbit: f64,
     /// What the links could carry over the measurement after framing, Mbit/s.
     pub capacity_mbit: f64,
@@ -54,9 +56,11 @@ pub struct DirectionReport {
     pub goodput_ratio: f64,
     /// Framing efficiency used for the capacity: chunk / (chunk + data header).
     pub framing_efficiency: f64,
-    /// Lowest goodput over any 1 s window inside the measurement, Mbit/s.
+    /// Lowest goodput over any 1 s window inside the measurement (on a 10 ms grid), Mbit/s:
+    /// application bytes that crossed the links in the window (deliveries corrected for the
+    /// backlog at both ends, so a reorder buffer filling or emptying does not distort it).
     pub min_1s_goodput_mbit: Option<f64>,
-    /// Lowest ratio of goodput to capacity over any 1 s window inside the measurement.
+    /// Lowest ratio of that goodput to the window's capacity.
     pub min_1s_ratio: Option<f64>,
     /// Longest time without in-order delivery between the first and the last byte, ms.
     pub longest_stall_ms: f64,
@@ -94,8 +98,9 @@ pub struct DeathRecovery {
     /// Time from the death until in-order delivery resumed, ms: the end of that gap, or, if
     /// it is shorter than 50 ms (no real stall), the first delivery after the death.
     pub resumed_ms: Option<f64>,
-    /// Time from the death until goodput over a 200 ms window (entirely after the death)
-    /// first reaches 90% of the remaining links' capacity, ms.
+    /// Time from the death until goodput over a 200 ms window first reaches 90% of the
+    /// remaining links' capacity, ms. Windows start after delivery resumed, so the burst
+    /// that empties the reorder buffer at that instant does not count.
     pub recovered_90_ms: Option<f64>,
 }
 

@@ -25,6 +25,8 @@ const WRITE_BLOCK: usize = 256 * 1024;
 const READ_TICK: Duration = Duration::from_millis(5);
 /// Events at one virtual instant beyond this mean the endpoints spin without progress.
 const LIVELOCK_EVENTS: u64 = 1_000_000;
+/// Period of the backlog samples used by the goodput figures.
+pub(crate) const SAMPLE_PERIOD: Duration = Duration::from_millis(10);
 /// A timer deadline still due after firing is retried after this long.
 const TIMER_RETRY: Duration = Duration::from_millis(1);
 
@@ -46,6 +48,8 @@ enum Ev {
     },
     Script(usize),
     Join(usize),
+    /// Sample the receivers' backlog for the goodput figures.
+    Sample,
     ReadTick {
         side: usize,
     },
@@ -300,6 +304,7 @@ impl<E: Endpoint> Simulation<E> {
         for i in order {
             sim.push(Time::ZERO + scenario.event[i].at.0, Ev::Script(i));
         }
+        sim.push(Time::ZERO, Ev::Sample);
         Ok(sim)
     }
 
@@ -398,6 +403,29 @@ impl<E: Endpoint> Simulation<E> {
                 self.pauses[i].wire_at_mid = Some(wire);
             }
             Ev::Join(l) => self.join(l),
+            Ev::Sample => {
+                let now = self.now;
+                for dir in 0..2 {
+                    let reader = 1 - dir;
+                    if self.sides[reader].reader.is_none() {
+                        continue;
+                    }
+                    let held = self.sides[reader].ep.stats().recv_buffered;
+                    let flying: u64 = self
+                        .links
+                        .iter()
+                        .map(|l| l.pipes[dir].in_flight_bytes)
+                        .sum();
+                    if let Some(r) = self.sides[reader].reader.as_mut() {
+                        r.deliveries.sample_backlog(now, held, flying);
+                    }
+                }
+                // Nothing else pending means the run is stuck: let the loop see it.
+                if !self.queue.is_empty() {
+                    let at = now + SAMPLE_PERIOD;
+                    self.push(at, Ev::Sample);
+                }
+            }
             Ev::ReadTick { side } => {
                 let period = READ_TICK.as_secs_f64();
                 if let Some(r) = self.sides[side].reader.as_mut() {

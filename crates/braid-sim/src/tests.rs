@@ -41,7 +41,7 @@ fn three_links_add_up() {
     let r = run_fake(
         r#"
         [transfer]
-        size = "20MB"
+        size = "60MB"
         [[link]]
         rate = "40Mbit"
         delay = "5ms"
@@ -57,8 +57,10 @@ fn three_links_add_up() {
     eprint!("{}", crate::table(std::slice::from_ref(&r)));
     assert!(r.ok, "{:?}", r.violations);
     let d = &r.directions[0];
+    // Every link stays busy until the data runs out; only the tail (the last bytes on the
+    // slow 40 ms link) is lost.
     assert!(
-        d.goodput_ratio > 0.99 && d.goodput_ratio < 1.01,
+        d.goodput_ratio > 0.98 && d.goodput_ratio < 1.0,
         "{}",
         d.goodput_ratio
     );
