@@ -51,7 +51,8 @@ mod tests;
 
 pub use endpoint::Endpoint;
 pub use report::{
-    DeathRecovery, DirectionReport, LinkReport, PauseReport, Report, SimSpeed, table,
+    DeathRecovery, DirectionReport, EngineCounters, LinkReport, PauseReport, Report, SimSpeed,
+    table,
 };
 pub use scenario::{Scenario, ScenarioError, Side};
 

@@ -6,7 +6,9 @@ use braid_proto::Time;
 use braid_proto::agg::frame::{DATA_HEADER_CRC_LEN, DATA_HEADER_LEN};
 
 use crate::endpoint::Endpoint;
-use crate::report::{DeathRecovery, DirectionReport, LinkReport, PauseReport, Report, SimSpeed};
+use crate::report::{
+    DeathRecovery, DirectionReport, EngineCounters, LinkReport, PauseReport, Report, SimSpeed,
+};
 use crate::runner::Simulation;
 use crate::scenario::EventKind;
 
@@ -334,6 +336,21 @@ pub(crate) fn report<E: Endpoint>(sim: &Simulation<E>) -> Report {
         directions,
         links,
         false_deaths: sim.false_deaths,
+        engines: [0, 1]
+            .map(|side| {
+                let s = sim.stats(side);
+                EngineCounters {
+                    bytes_written: s.bytes_written,
+                    bytes_acked: s.bytes_acked,
+                    bytes_resent: s.bytes_resent,
+                    bytes_read: s.bytes_read,
+                    bytes_duplicate: s.bytes_duplicate,
+                    send_buffered: s.send_buffered,
+                    recv_buffered: s.recv_buffered,
+                    links_died: s.links_died,
+                }
+            })
+            .to_vec(),
         sim: SimSpeed {
             events: sim.events,
             virtual_secs: secs(sim.now),

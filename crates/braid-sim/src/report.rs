@@ -22,6 +22,8 @@ pub struct Report {
     pub links: Vec<LinkReport>,
     /// Links the engine declared dead although they still worked.
     pub false_deaths: u64,
+    /// Each side's engine counters at the end of the run (A, then B).
+    pub engines: Vec<EngineCounters>,
     /// How the simulator itself did.
     pub sim: SimSpeed,
 }
@@ -137,6 +139,28 @@ pub struct LinkReport {
     pub joined_secs: Option<f64>,
     /// When and how it ended, if it did.
     pub ended: Option<String>,
+}
+
+/// One side's engine counters at the end of a run (from `ConnectionStats`).
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct EngineCounters {
+    /// Application bytes written.
+    pub bytes_written: u64,
+    /// Application bytes acknowledged by the peer.
+    pub bytes_acked: u64,
+    /// Payload bytes sent more than once.
+    pub bytes_resent: u64,
+    /// Application bytes delivered to the reader.
+    pub bytes_read: u64,
+    /// Duplicate payload bytes received and dropped.
+    pub bytes_duplicate: u64,
+    /// Bytes the sender still holds.
+    pub send_buffered: u64,
+    /// Bytes the receiver still holds.
+    pub recv_buffered: u64,
+    /// Links that died.
+    pub links_died: u64,
 }
 
 /// Speed of the simulator for this run.

@@ -935,14 +935,15 @@ impl<E: Endpoint> Simulation<E> {
 
     /// After anything happened on `side`: events, application, transmits, timer.
     fn settle(&mut self, side: usize) {
+        // Events first (they may close links), then the application (writes add data, reads
+        // open the window), then every link with room. Transmits rarely raise events; only
+        // then is another round needed.
+        self.drain_events(side);
         for _ in 0..10_000 {
-            let mut again = self.drain_events(side);
-            let wrote = self.app_write(side);
-            again |= wrote;
-            again |= self.app_read(side);
+            self.app_write(side);
+            self.app_read(side);
             self.transmit_all(side);
-            again |= self.drain_events(side);
-            if !again {
+            if !self.drain_events(side) {
                 self.rearm(side);
                 return;
             }
