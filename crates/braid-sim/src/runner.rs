@@ -209,6 +209,9 @@ pub(crate) struct Simulation<E> {
     pub pauses: Vec<Pause>,
     pub events: u64,
     same_instant: u64,
+    /// Last time anything was written or delivered.
+    last_progress: Time,
+    stuck: bool,
     pub wall: Duration,
     out: Vec<u8>,
 }
@@ -290,6 +293,8 @@ impl<E: Endpoint> Simulation<E> {
             pauses: Vec::new(),
             events: 0,
             same_instant: 0,
+            last_progress: Time::ZERO,
+            stuck: false,
             wall: Duration::ZERO,
             out: Vec::new(),
         };
@@ -363,7 +368,7 @@ impl<E: Endpoint> Simulation<E> {
             self.now = self.now.max(q.at);
             self.events += 1;
             self.dispatch(q.ev);
-            if self.violations.len() > 100 {
+            if self.violations.len() > 100 || self.stuck {
                 break;
             }
         }
@@ -419,6 +424,20 @@ impl<E: Endpoint> Simulation<E> {
                     if let Some(r) = self.sides[reader].reader.as_mut() {
                         r.deliveries.sample_backlog(now, held, flying);
                     }
+                }
+                let paused = self
+                    .sides
+                    .iter()
+                    .any(|s| s.reader.as_ref().is_some_and(|r| r.paused));
+                if paused {
+                    self.last_progress = now;
+                } else if now - self.last_progress > self.scenario.stall_limit.0 {
+                    self.violations.push(format!(
+                        "stuck: nothing written or delivered since {:.3}s (stall_limit {})",
+                        self.last_progress.as_secs_f64(),
+                        self.scenario.stall_limit
+                    ));
+                    self.stuck = true;
                 }
                 // Nothing else pending means the run is stuck: let the loop see it.
                 if !self.queue.is_empty() {
@@ -852,6 +871,7 @@ impl<E: Endpoint> Simulation<E> {
                     w.pos += n;
                     w.written += n as u64;
                     progress = true;
+                    self.last_progress = self.now;
                 }
                 Err(e) => {
                     self.violations
@@ -904,6 +924,7 @@ impl<E: Endpoint> Simulation<E> {
                     }
                     r.received += b.len() as u64;
                     r.deliveries.record(now, r.received);
+                    self.last_progress = now;
                     if r.rate.is_some() {
                         r.tokens -= b.len() as f64;
                     }

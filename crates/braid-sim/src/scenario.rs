@@ -81,6 +81,10 @@ pub struct Scenario {
     /// Stop the run at this virtual time even if the transfer is not done (default 600 s).
     #[serde(default = "default_max_time")]
     pub max_time: Span,
+    /// Stop (and fail) when nothing was written or delivered for this long while no reader
+    /// was paused (default 30 s): the transfer is stuck.
+    #[serde(default = "default_stall_limit")]
+    pub stall_limit: Span,
     /// Goodput is measured from this time on (default 1 s).
     #[serde(default = "default_measure_from")]
     pub measure_from: Span,
@@ -109,6 +113,9 @@ fn default_seeds() -> Vec<u64> {
 }
 fn default_max_time() -> Span {
     Span::secs(600)
+}
+fn default_stall_limit() -> Span {
+    Span::secs(30)
 }
 fn default_measure_from() -> Span {
     Span::secs(1)
@@ -515,6 +522,9 @@ impl Scenario {
         }
         if self.max_time.0.is_zero() {
             return Err(invalid("max_time", "must be positive"));
+        }
+        if self.stall_limit.0.is_zero() {
+            return Err(invalid("stall_limit", "must be positive"));
         }
         for (name, e) in [
             ("engine", Some(&self.engine)),

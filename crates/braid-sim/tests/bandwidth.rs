@@ -5,7 +5,7 @@ mod common;
 
 #[test]
 fn three_links_reach_97_percent() {
-    let s = common::scenario("three-links.toml", 4);
+    let s = common::scenario("three-links.toml", 1);
     for r in common::run(&s) {
         common::assert_exact(&r);
         let d = &r.directions[0];
@@ -22,7 +22,7 @@ fn three_links_reach_97_percent() {
 
 #[test]
 fn eight_mixed_links_reach_97_percent() {
-    let s = common::scenario("eight-mixed.toml", 4);
+    let s = common::scenario("eight-mixed.toml", 1);
     for r in common::run(&s) {
         common::assert_exact(&r);
         let d = &r.directions[0];
@@ -39,7 +39,7 @@ fn eight_mixed_links_reach_97_percent() {
 
 #[test]
 fn slow_link_never_pulls_below_the_fast_one_alone() {
-    let s = common::scenario("fast-slow.toml", 4);
+    let s = common::scenario("fast-slow.toml", 1);
     for r in common::run(&s) {
         common::assert_exact(&r);
         let d = &r.directions[0];

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 #[test]
 fn chaos_scenario_delivers_every_byte() {
-    let s = common::scenario("chaos.toml", 4);
+    let s = common::scenario("chaos.toml", 1);
     for r in common::run(&s) {
         common::assert_exact(&r);
     }

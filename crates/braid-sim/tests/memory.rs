@@ -6,7 +6,7 @@ mod common;
 
 #[test]
 fn buffers_stay_within_limits_and_a_stopped_reader_stops_the_sender() {
-    let s = common::scenario("memory.toml", 2);
+    let s = common::scenario("memory.toml", 1);
     for r in common::run(&s) {
         // Includes recv peak <= window and send peak <= limit over the whole run, which
         // covers the death of the fastest link at 2 s.
@@ -36,7 +36,7 @@ fn buffers_stay_within_limits_and_a_stopped_reader_stops_the_sender() {
 
 #[test]
 fn slow_reader_throttles_the_sender() {
-    let mut s = common::scenario("three-links.toml", 4);
+    let mut s = common::scenario("three-links.toml", 1);
     s.name = Some("slow-reader".into());
     s.seed = vec![1];
     s.transfer.size = braid_sim::units::ByteSize(if cfg!(debug_assertions) {

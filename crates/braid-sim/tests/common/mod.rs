@@ -151,6 +151,7 @@ pub fn random_schedule(seed: u64, size: u64) -> Scenario {
         description: None,
         seed: vec![seed],
         max_time: Span::secs(300),
+        stall_limit: Span::secs(30),
         measure_from: Span::secs(1),
         segment: ByteSize(16 * 1024),
         engine: Default::default(),
