@@ -1,5 +1,7 @@
 //! `braid sim`: run a scenario file in the simulator and print its figures.
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use braid_sim::{Report, Scenario};
 
@@ -55,10 +57,16 @@ fn builtin() -> anyhow::Result<Scenario> {
 }
 
 fn print(reports: &[Report], json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(reports)?);
+    let text = if json {
+        serde_json::to_string_pretty(reports)? + "\n"
     } else {
-        print!("{}", braid_sim::table(reports));
+        braid_sim::table(reports)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `braid sim … | head` closing the pipe early is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        r => r.context("writing the report")?,
     }
     let failed = reports.iter().filter(|r| !r.ok).count();
     if failed > 0 {
