@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::time::Duration;
+
 #[test]
 fn three_links_reach_97_percent() {
     let s = common::scenario("three-links.toml", 1);
-    for r in common::run(&s) {
+    let jittery = common::with_jitter(s.clone(), Duration::from_millis(2), &[1, 2, 3]);
+    for r in common::run(&s).into_iter().chain(common::run(&jittery)) {
         common::assert_exact(&r);
         let d = &r.directions[0];
         assert!(

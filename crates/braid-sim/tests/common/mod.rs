@@ -39,6 +39,17 @@ pub fn show(reports: &[Report]) {
     let _ = writeln!(err, "\n{}", braid_sim::table(reports));
 }
 
+/// The same scenario with `jitter` on every link, run for `seeds` (the seed drives the
+/// jitter, so each seed is a different run).
+pub fn with_jitter(mut s: Scenario, jitter: Duration, seeds: &[u64]) -> Scenario {
+    for l in &mut s.link {
+        l.jitter = Some(Span(jitter));
+    }
+    s.seed = seeds.to_vec();
+    s.name = Some(format!("{}+jitter", s.display_name()));
+    s
+}
+
 /// Every byte arrived once, in order, and the buffers kept to their limits.
 pub fn assert_exact(r: &Report) {
     assert!(r.ok, "{} seed {}: {:?}", r.scenario, r.seed, r.violations);
