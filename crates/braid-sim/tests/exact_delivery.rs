@@ -30,7 +30,7 @@ fn random_schedules_with_fixed_seeds() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(12))]
 
     #[test]
     fn random_schedules(seed in any::<u64>(), size in 100_000u64..2_000_000) {

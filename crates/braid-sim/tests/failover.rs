@@ -41,7 +41,7 @@ fn silent_death_of_the_fastest_link() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(6))]
 
     /// Any seed, any jitter up to 4 ms, the death anywhere from 1.5 s to 5 s.
     #[test]

@@ -39,6 +39,23 @@ pub fn show(reports: &[Report]) {
     let _ = writeln!(err, "\n{}", braid_sim::table(reports));
 }
 
+/// Proptest settings for simulator properties: `cases` cases from a fixed RNG seed, so CI
+/// runs the same random schedules every time (no flaky failures); set `PROPTEST_RNG_SEED=<n>`
+/// to explore others.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let d = proptest::test_runner::Config::default();
+    let rng_seed = if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+        d.rng_seed
+    } else {
+        proptest::test_runner::RngSeed::Fixed(0x00b2_a1d5)
+    };
+    proptest::test_runner::Config {
+        cases,
+        rng_seed,
+        ..d
+    }
+}
+
 /// The same scenario with `jitter` on every link, run for `seeds` (the seed drives the
 /// jitter, so each seed is a different run).
 pub fn with_jitter(mut s: Scenario, jitter: Duration, seeds: &[u64]) -> Scenario {
