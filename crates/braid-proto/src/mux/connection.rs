@@ -186,6 +186,20 @@ impl Connection {
         self.local_go_away && self.streams.is_empty() && self.ctrl.is_empty()
     }
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) has frames to emit.
+    pub fn wants_transmit(&self) -> bool {
+        self.closing.is_some()
+            || (self.error.is_none()
+                && !(self.ctrl.is_empty()
+                    && self.ctrl_streams.is_empty()
+                    && self.send_queue.is_empty()))
+    }
+
+    /// Whether the peer sent GoAway (it opens no more streams).
+    pub fn peer_went_away(&self) -> bool {
+        self.remote_go_away
+    }
+
     /// Number of live streams (including released ones still finishing).
     pub fn stream_count(&self) -> usize {
         self.streams.len()
