@@ -253,7 +253,11 @@ async fn thousands_of_streams_each_echo() {
                 });
             }
         });
-        let n = if cfg!(debug_assertions) { 2_000 } else { 10_000 };
+        let n = if cfg!(debug_assertions) {
+            2_000
+        } else {
+            10_000
+        };
         let mut tasks = Vec::new();
         for i in 0..n {
             let mut st = client.open().await.unwrap();

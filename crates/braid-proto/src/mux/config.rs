@@ -55,7 +55,7 @@ impl Default for Config {
             max_stream_window: 16 * 1024 * 1024,
             max_session_window: 128 * 1024 * 1024,
             max_frame_size: 64 * 1024,
-            send_buffer: 256 * 1024,
+            send_buffer: 1024 * 1024,
             max_streams: 8192,
             max_pending_accept: 256,
             max_pending_open: 256,

@@ -3,12 +3,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::config::{Config, INITIAL_WINDOW};
 use super::error::{ConnectionError, OpenError, ProtocolError, StreamError};
 use super::frame::{Flags, FrameType, GoAwayCode, HEADER_LEN, Header, StreamId};
 use super::stream::{ResetBy, Stream, StreamState};
+use super::transmit::FrameSink;
 use crate::Time;
 
 /// Which end of the underlying connection this is; decides stream id parity.
@@ -866,10 +867,10 @@ impl Connection {
     /// session control frames first (pongs, pings, GoAway), then per-stream control frames
     /// (SYN, ACK, window updates, RST), then Data frames of at most `max_frame_size`, one per
     /// stream in turn. Returns the bytes appended.
-    pub fn poll_transmit(&mut self, _now: Time, out: &mut BytesMut, budget: usize) -> usize {
+    pub fn poll_transmit<S: FrameSink>(&mut self, _now: Time, out: &mut S, budget: usize) -> usize {
         let start = out.len();
         if let Some(code) = self.closing.take() {
-            out.put_slice(&Header::go_away(code).encode());
+            out.put_header(&Header::go_away(code).encode());
             return out.len() - start;
         }
         if self.error.is_some() {
@@ -879,7 +880,7 @@ impl Connection {
             if h.ty == FrameType::Ping && h.flags.contains(Flags::ACK) {
                 self.queued_pongs -= 1;
             }
-            out.put_slice(&h.encode());
+            out.put_header(&h.encode());
         }
         while out.len() - start < budget {
             let Some(id) = self.ctrl_streams.pop_front() else {
@@ -922,10 +923,8 @@ impl Connection {
             if n == 0 && flags == Flags::NONE {
                 continue;
             }
-            out.reserve(HEADER_LEN + n);
-            out.put_slice(&Header::data(id, flags, n as u32).encode());
-            out.put_slice(&s.send_buf[..n]);
-            s.send_buf.advance(n);
+            out.put_header(&Header::data(id, flags, n as u32).encode());
+            out.put_data(&mut s.send_buf, n);
             s.send_credit -= n as u32;
             if s.has_sendable() {
                 s.in_send_queue = true;
@@ -945,7 +944,7 @@ impl Connection {
         out.len() - start
     }
 
-    fn stream_ctrl_frame(&mut self, id: StreamId, out: &mut BytesMut) {
+    fn stream_ctrl_frame<S: FrameSink>(&mut self, id: StreamId, out: &mut S) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -957,7 +956,7 @@ impl Connection {
                 s.ack_pending = false;
                 flags |= Flags::ACK;
             }
-            out.put_slice(&Header::window_update(id, flags, 0).encode());
+            out.put_header(&Header::window_update(id, flags, 0).encode());
             self.maybe_remove(id);
             return;
         }
@@ -989,7 +988,7 @@ impl Connection {
             }
         }
         if delta > 0 || flags != Flags::NONE {
-            out.put_slice(&Header::window_update(id, flags, delta).encode());
+            out.put_header(&Header::window_update(id, flags, delta).encode());
         }
         self.maybe_remove(id);
     }

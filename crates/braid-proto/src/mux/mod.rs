@@ -25,6 +25,7 @@ mod connection;
 mod error;
 pub mod frame;
 mod stream;
+mod transmit;
 
 #[cfg(any(test, feature = "arbitrary"))]
 #[doc(hidden)]
@@ -35,6 +36,7 @@ pub use connection::{Connection, Event, Side};
 pub use error::{ConnectionError, OpenError, ProtocolError, StreamError};
 pub use frame::{GoAwayCode, StreamId};
 pub use stream::{ResetBy, StreamState};
+pub use transmit::{Chunks, FrameSink};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::{Config, Connection, Side, StreamError, StreamId};
+use super::{Chunks, Config, Connection, Side, StreamError, StreamId};
 use crate::Time;
 
 /// One step of a scenario. `stream` indexes the side's open handles (modulo their count).
@@ -230,9 +230,19 @@ impl Pair {
         } else {
             (&mut self.client, &mut self.server)
         };
-        let mut out = BytesMut::new();
-        from.conn.poll_transmit(now, &mut out, 256 * 1024);
-        to.inbox.extend_from_slice(&out);
+        // One direction gathers chunks (vectored writes), the other a flat buffer.
+        if to_client {
+            let mut out = Chunks::default();
+            from.conn.poll_transmit(now, &mut out, 256 * 1024);
+            out.finish();
+            for c in out.chunks() {
+                to.inbox.extend_from_slice(c);
+            }
+        } else {
+            let mut out = BytesMut::new();
+            from.conn.poll_transmit(now, &mut out, 256 * 1024);
+            to.inbox.extend_from_slice(&out);
+        }
         let n = if max == 0 {
             to.inbox.len()
         } else {

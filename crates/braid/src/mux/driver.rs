@@ -10,6 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::io::IoSlice;
+
+use braid_proto::mux::{Chunks, FrameSink};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
@@ -20,15 +23,49 @@ use super::session::Shared;
 /// Read buffer size: large reads amortise syscalls; Data payloads are split out of it.
 const READ_CHUNK: usize = 256 * 1024;
 /// Bytes of frames gathered before a write.
-const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_BATCH: usize = 1024 * 1024;
+/// Slices per vectored write.
+const MAX_IOV: usize = 64;
 /// Loop turns before yielding to the runtime.
 const MAX_TURNS: usize = 16;
+
+/// Frames waiting to be written.
+enum Output {
+    /// One buffer (for transports without efficient vectored writes).
+    Flat(BytesMut),
+    /// Chunks for `writev`: Data payloads are not copied.
+    Vectored(Chunks),
+}
+
+impl Output {
+    fn is_empty(&self) -> bool {
+        match self {
+            Output::Flat(b) => b.is_empty(),
+            Output::Vectored(c) => FrameSink::is_empty(c),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Output::Flat(b) => b.advance(n),
+            Output::Vectored(c) => c.advance(n),
+        }
+    }
+
+    fn clear(&mut self) {
+        let n = match self {
+            Output::Flat(b) => b.len(),
+            Output::Vectored(c) => FrameSink::len(c),
+        };
+        self.advance(n);
+    }
+}
 
 pub(crate) struct Driver<T> {
     io: T,
     shared: Arc<Shared>,
     read_buf: BytesMut,
-    write_buf: BytesMut,
+    write_buf: Output,
     read_closed: bool,
     needs_flush: bool,
     timer: Pin<Box<Sleep>>,
@@ -38,11 +75,16 @@ pub(crate) struct Driver<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     pub(crate) fn new(io: T, shared: Arc<Shared>) -> Self {
+        let vectored = io.is_write_vectored();
         Driver {
             io,
             shared,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
-            write_buf: BytesMut::with_capacity(WRITE_BATCH + 64 * 1024),
+            write_buf: if vectored {
+                Output::Vectored(Chunks::default())
+            } else {
+                Output::Flat(BytesMut::with_capacity(WRITE_BATCH + 64 * 1024))
+            },
             read_closed: false,
             needs_flush: false,
             timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
@@ -101,7 +143,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             st.conn.handle_timeout(now);
         }
         if self.write_buf.is_empty() {
-            st.conn.poll_transmit(now, &mut self.write_buf, WRITE_BATCH);
+            match &mut self.write_buf {
+                Output::Flat(b) => {
+                    st.conn.poll_transmit(now, b, WRITE_BATCH);
+                }
+                Output::Vectored(c) => {
+                    st.conn.poll_transmit(now, c, WRITE_BATCH);
+                    c.finish();
+                }
+            }
         }
         st.dispatch_events();
         let deadline = st.conn.poll_timeout();
@@ -111,7 +161,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
 
         // Write the batch.
         while !self.write_buf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.write_buf) {
+            let res = match &self.write_buf {
+                Output::Flat(b) => Pin::new(&mut self.io).poll_write(cx, b),
+                Output::Vectored(c) => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let mut k = 0;
+                    for chunk in c.chunks().iter().take(MAX_IOV) {
+                        slices[k] = IoSlice::new(chunk);
+                        k += 1;
+                    }
+                    Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k])
+                }
+            };
+            match res {
                 Poll::Ready(Ok(0)) => {
                     self.fail_io(std::io::ErrorKind::WriteZero.into());
                     return true;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::StreamId;
-use super::session::{Shared, StreamWakers};
+use super::session::Shared;
 
 /// A bidirectional byte stream inside a [`Session`](super::Session).
 ///
@@ -132,10 +132,7 @@ impl AsyncRead for Stream {
                 Poll::Ready(Ok(()))
             }
             Err(StreamError::Blocked) => {
-                let w = st
-                    .wakers
-                    .entry(self.id)
-                    .or_insert_with(StreamWakers::default);
+                let w = st.wakers.entry(self.id).or_default();
                 if !w.read.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
                     w.read = Some(cx.waker().clone());
                 }
@@ -159,10 +156,7 @@ impl AsyncWrite for Stream {
                 Poll::Ready(Ok(n))
             }
             Err(StreamError::Blocked) => {
-                let w = st
-                    .wakers
-                    .entry(self.id)
-                    .or_insert_with(StreamWakers::default);
+                let w = st.wakers.entry(self.id).or_default();
                 if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
                     w.write = Some(cx.waker().clone());
                 }
@@ -192,7 +186,10 @@ impl Drop for Stream {
         let mut st = self.shared.lock();
         st.wakers.remove(&self.id);
         st.conn.release(self.id);
-        st.wake_driver_if_needed();
+        // Always: the last stream gone may let a draining session end.
+        if let Some(w) = st.driver.take() {
+            w.wake();
+        }
     }
 }
 

@@ -118,7 +118,7 @@ impl YamuxPeer {
 
     pub async fn open(&self) -> YamuxStream {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Open(tx)).ok().expect("yamux task gone");
+        assert!(self.cmds.send(Cmd::Open(tx)).is_ok(), "yamux task gone");
         rx.await
             .expect("yamux task gone")
             .expect("yamux open failed")
