@@ -14,12 +14,16 @@
 //! side opens streams; the wire format is hashicorp's yamux, so Go and rust-yamux peers
 //! interoperate.
 //!
+//! Over TCP, set `TCP_NODELAY`: a session sends many small frames (window updates, pings,
+//! short messages) that Nagle's algorithm would otherwise hold for a delayed ACK (~40 ms).
+//!
 //! ```no_run
 //! use braid::mux::{Config, Session};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let tcp = tokio::net::TcpStream::connect("127.0.0.1:7000").await?;
+//! tcp.set_nodelay(true)?;
 //! let session = Session::client(tcp, Config::default());
 //! let mut stream = session.open().await?;
 //! stream.write_all(b"hello").await?;
