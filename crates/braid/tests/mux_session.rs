@@ -240,6 +240,7 @@ async fn thousands_of_streams_each_echo() {
     within(120, async {
         let mut c = config();
         c.max_pending_open = 10_000;
+        c.max_streams = 20_000;
         let mut s = config();
         s.max_pending_accept = 10_000;
         s.max_streams = 20_000;
