@@ -28,6 +28,7 @@ fn braid_config() -> Config {
     c.max_streams = 40_000;
     c.max_pending_accept = 40_000;
     c.max_pending_open = 40_000;
+    c.send_buffer = 1048576;
     c
 }
 
@@ -158,6 +159,50 @@ async fn bulk(client: Vec<Box<dyn Io>>, server: Vec<Box<dyn Io>>, dur: Duration)
         let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
     }
     before.iter().zip(after).map(|(b, a)| a - b).collect()
+}
+
+/// One braid stream with the zero-copy API: `write_chunk` of a shared block, `read_chunk`.
+async fn braid_zero_copy(dur: Duration) -> u64 {
+    let (c, s) = tcp_pair().await;
+    let client = Session::client(c, braid_config());
+    let server = Session::server(s, braid_config());
+    let mut w = client.open().await.unwrap();
+    w.write_all(&[0]).await.unwrap();
+    let mut r = server.accept().await.unwrap();
+    let mut b = [0u8; 1];
+    r.read_exact(&mut b).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let block = bytes::Bytes::from(vec![0x5au8; CHUNK]);
+            while !stop.load(Ordering::Relaxed) {
+                if w.write_chunk(block.clone()).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+            w
+        })
+    };
+    let reader = {
+        let counter = counter.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = r.read_chunk(usize::MAX).await {
+                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            r
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = counter.load(Ordering::Relaxed);
+    tokio::time::sleep(dur).await;
+    let after = counter.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    after - before
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -430,7 +475,7 @@ fn main() {
         println!("\n## one bulk stream (median of interleaved rounds)");
         // Interleaved rounds, median of each: the machine is shared and noisy.
         let rounds = if quick { 3 } else { 5 };
-        let (mut raws, mut brs, mut yas) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut raws, mut brs, mut yas, mut zcs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             if profile.is_none() {
                 raws.push(gbit(raw_tcp(1, dur).await[0], dur));
@@ -439,12 +484,18 @@ fn main() {
                 let pairs = streams(&Kind::Braid, 1).await;
                 brs.push(gbit(bulk(pairs.client, pairs.server, dur).await[0], dur));
             }
+            if profile.is_none() || profile.as_deref() == Some("braid-chunks") {
+                zcs.push(gbit(braid_zero_copy(dur).await, dur));
+            }
             if profile.is_none() || profile.as_deref() == Some("yamux") {
                 let pairs = streams(&Kind::Yamux, 1).await;
                 yas.push(gbit(bulk(pairs.client, pairs.server, dur).await[0], dur));
             }
         }
-        println!("rounds (Gbit/s): raw {raws:.2?} braid {brs:.2?} yamux {yas:.2?}");
+        println!(
+            "rounds (Gbit/s): raw {raws:.2?} braid {brs:.2?} braid-chunks {zcs:.2?} yamux {yas:.2?}"
+        );
+        let zc_g = median(&mut zcs);
         let (br_g, ya_g) = (median(&mut brs), median(&mut yas));
         raw_g = median(&mut raws);
         println!(
@@ -452,6 +503,11 @@ fn main() {
             br_g / raw_g * 100.0,
             ya_g / raw_g * 100.0,
             br_g / ya_g
+        );
+        println!(
+            "braid zero-copy API (write_chunk/read_chunk) {zc_g:.2} Gbit/s ({:.0}% of raw, {:.2}x yamux)",
+            zc_g / raw_g * 100.0,
+            zc_g / ya_g
         );
         }
 

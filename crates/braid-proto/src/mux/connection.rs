@@ -436,6 +436,42 @@ impl Connection {
         Ok(n)
     }
 
+    /// Queues the front of `data` without copying it; returns how many bytes were taken (and
+    /// removed from `data`), as [`write`](Self::write).
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn write_chunk(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if let Some(e) = self.stream_error(s) {
+            return Err(e);
+        }
+        let send_buffer = self.config.send_buffer as usize;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if s.fin_requested {
+            return Err(StreamError::Finished);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let room = (s.send_credit as usize)
+            .min(send_buffer)
+            .saturating_sub(s.send_buf.len());
+        if room == 0 {
+            s.write_waiting = true;
+            return Err(StreamError::Blocked);
+        }
+        let n = room.min(data.len());
+        s.send_buf.push_chunk(data.split_to(n));
+        if !s.in_send_queue {
+            s.in_send_queue = true;
+            self.send_queue.push_back(id);
+        }
+        Ok(n)
+    }
+
     /// Half-closes the stream: FIN goes after the queued data.
     ///
     /// # Errors
@@ -468,7 +504,7 @@ impl Connection {
             return Ok(());
         }
         s.reset = Some(ResetBy::Local);
-        s.send_buf = BytesMut::new();
+        s.send_buf.clear();
         s.recv_buf.clear();
         s.recv_buffered = 0;
         if s.syn_pending {
@@ -796,7 +832,7 @@ impl Connection {
         }
         if flags.contains(Flags::RST) {
             s.reset = Some(ResetBy::Remote);
-            s.send_buf = BytesMut::new();
+            s.send_buf.clear();
             s.rst_pending = false;
             if s.outbound && !s.acked {
                 s.acked = true;
@@ -924,7 +960,7 @@ impl Connection {
                 continue;
             }
             out.put_header(&Header::data(id, flags, n as u32).encode());
-            out.put_data(&mut s.send_buf, n);
+            s.send_buf.take_into(out, n);
             s.send_credit -= n as u32;
             if s.has_sendable() {
                 s.in_send_queue = true;

@@ -27,6 +27,8 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::transmit::FrameSink;
+
 use super::config::INITIAL_WINDOW;
 use crate::Time;
 
@@ -70,7 +72,7 @@ pub(crate) struct Stream {
 
     /// Bytes the peer allows us to send (and not yet sent).
     pub(crate) send_credit: u32,
-    pub(crate) send_buf: BytesMut,
+    pub(crate) send_buf: SendBuffer,
     pub(crate) fin_requested: bool,
     pub(crate) fin_sent: bool,
     pub(crate) write_waiting: bool,
@@ -107,7 +109,7 @@ impl Stream {
             acked: !outbound,
             accepted: false,
             send_credit: INITIAL_WINDOW,
-            send_buf: BytesMut::new(),
+            send_buf: SendBuffer::default(),
             fin_requested: false,
             fin_sent: false,
             write_waiting: false,
@@ -185,5 +187,66 @@ impl Stream {
         }
         let done = self.reset.is_some() || (self.fin_sent && self.fin_received);
         done && self.released
+    }
+}
+
+/// Data queued by the application: chunks handed over without copying ([`Bytes`]), then a tail
+/// that `write(&[u8])` copies into.
+#[derive(Debug, Default)]
+pub(crate) struct SendBuffer {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl SendBuffer {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn extend_from_slice(&mut self, data: &[u8]) {
+        self.tail.extend_from_slice(data);
+        self.len += data.len();
+    }
+
+    pub(crate) fn push_chunk(&mut self, b: Bytes) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+        self.len += b.len();
+        self.chunks.push_back(b);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = SendBuffer::default();
+    }
+
+    /// Moves the first `n` bytes (at most `len`) into `out`.
+    pub(crate) fn take_into<S: FrameSink>(&mut self, out: &mut S, n: usize) {
+        let mut n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(front) if front.len() <= n => {
+                    n -= front.len();
+                    if let Some(b) = self.chunks.pop_front() {
+                        out.put_bytes(b);
+                    }
+                }
+                Some(front) => {
+                    out.put_bytes(front.split_to(n));
+                    n = 0;
+                }
+                None => {
+                    let k = n.min(self.tail.len());
+                    out.put_data(&mut self.tail, k);
+                    n = 0;
+                }
+            }
+        }
     }
 }

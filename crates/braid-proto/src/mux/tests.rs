@@ -466,6 +466,30 @@ fn streams_share_the_output_round_robin_in_bounded_frames() {
 }
 
 #[test]
+fn chunks_and_copied_writes_keep_their_order_on_the_wire() {
+    let mut m = Mock::new(Side::Client);
+    let id = m.conn.open().unwrap();
+    m.conn.write(id, b"ab").unwrap();
+    let mut big = bytes::Bytes::from(vec![b'c'; 5000]);
+    assert_eq!(m.conn.write_chunk(id, &mut big), Ok(5000));
+    assert!(big.is_empty());
+    m.conn.write(id, b"de").unwrap();
+    let mut out = Chunks::default();
+    m.conn.poll_transmit(T0, &mut out, usize::MAX);
+    out.finish();
+    let wire: Vec<u8> = out
+        .chunks()
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .collect();
+    let mut expect = data(id, Flags::SYN, 5004).encode().to_vec();
+    expect.extend_from_slice(b"ab");
+    expect.extend_from_slice(&[b'c'; 5000]);
+    expect.extend_from_slice(b"de");
+    assert_eq!(wire, expect);
+}
+
+#[test]
 fn control_frames_go_before_queued_data() {
     let mut m = Mock::new(Side::Client);
     let id = m.conn.open().unwrap();

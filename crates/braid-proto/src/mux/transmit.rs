@@ -23,6 +23,8 @@ pub trait FrameSink {
     fn put_header(&mut self, header: &[u8; HEADER_LEN]);
     /// Appends the first `n` bytes of `src` and removes them from it.
     fn put_data(&mut self, src: &mut BytesMut, n: usize);
+    /// Appends a payload piece the sink may keep without copying.
+    fn put_bytes(&mut self, b: Bytes);
 }
 
 impl FrameSink for BytesMut {
@@ -37,6 +39,10 @@ impl FrameSink for BytesMut {
     fn put_data(&mut self, src: &mut BytesMut, n: usize) {
         self.put_slice(&src[..n]);
         src.advance(n);
+    }
+
+    fn put_bytes(&mut self, b: Bytes) {
+        self.put_slice(&b);
     }
 }
 
@@ -111,6 +117,16 @@ impl FrameSink for Chunks {
         } else {
             self.finish();
             self.chunks.push_back(src.split_to(n).freeze());
+        }
+    }
+
+    fn put_bytes(&mut self, b: Bytes) {
+        self.len += b.len();
+        if b.len() < COPY_BELOW {
+            self.small.put_slice(&b);
+        } else {
+            self.finish();
+            self.chunks.push_back(b);
         }
     }
 }

@@ -116,6 +116,47 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Writes all of `data` without copying it: the payload goes to the socket from these very
+    /// bytes (with vectored writes). Pairs with [`read_chunk`](Stream::read_chunk) for
+    /// copy-free bulk transfers.
+    ///
+    /// # Errors
+    /// The stream was reset or finished, or the session ended.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, an unknown prefix of `data` has been queued.
+    ///
+    /// ```no_run
+    /// # async fn run(mut stream: braid::mux::Stream) -> std::io::Result<()> {
+    /// let block = bytes::Bytes::from(vec![0u8; 1 << 20]);
+    /// stream.write_chunk(block.clone()).await?; // a clone is a reference count, not a copy
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_chunk(&mut self, mut data: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            while !data.is_empty() {
+                match st.conn.write_chunk(self.id, &mut data) {
+                    Ok(_) => {}
+                    Err(StreamError::Blocked) => {
+                        st.wake_driver_if_needed();
+                        let w = st.wakers.entry(self.id).or_default();
+                        if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
+                            w.write = Some(cx.waker().clone());
+                        }
+                        return Poll::Pending;
+                    }
+                    Err(e) => return Poll::Ready(Err(to_io(e))),
+                }
+            }
+            st.wake_driver_if_needed();
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
