@@ -47,6 +47,9 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// RTT assumed until a ping has measured one (default 100 ms); drives window auto-tuning.
     pub initial_rtt: Duration,
+    /// Send one ping when the session starts, so window auto-tuning works from a measured RTT
+    /// instead of `initial_rtt` (default true).
+    pub probe_rtt_at_start: bool,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             keepalive: Some(Duration::from_secs(30)),
             ping_timeout: Duration::from_secs(30),
             initial_rtt: Duration::from_millis(100),
+            probe_rtt_at_start: true,
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum Event {
     CanOpen,
     /// A ping was answered.
     Pong {
+        /// The ping's opaque value, as returned by [`Connection::ping`].
+        id: u32,
         /// Round-trip time of that ping.
         rtt: Duration,
     },
@@ -126,13 +128,15 @@ pub struct Connection {
     next_ping_id: u32,
     next_keepalive: Option<Time>,
     rtt: Option<Duration>,
+    /// Smallest RTT seen: the path's delay without queueing, used for auto-tuning.
+    min_rtt: Option<Duration>,
 }
 
 impl Connection {
     /// A new session; `now` starts the keepalive clock.
     pub fn new(side: Side, config: Config, now: Time) -> Self {
         let next_keepalive = config.keepalive.map(|k| now + k);
-        Connection {
+        let mut conn = Connection {
             side,
             next_id: match side {
                 Side::Client => 1,
@@ -159,7 +163,12 @@ impl Connection {
             next_ping_id: 1,
             next_keepalive,
             rtt: None,
+            min_rtt: None,
+        };
+        if conn.config.probe_rtt_at_start {
+            let _ = conn.ping(now);
         }
+        conn
     }
 
     /// This end's side.
@@ -367,7 +376,7 @@ impl Connection {
     /// The application consumed `n` bytes of stream `id`: grant them back, growing the window
     /// while the reader keeps up.
     fn consumed(&mut self, now: Time, id: StreamId, n: u32) {
-        let rtt = self.rtt.unwrap_or(self.config.initial_rtt);
+        let rtt = self.min_rtt.unwrap_or(self.config.initial_rtt);
         let cap = self.config.stream_window_cap();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -550,18 +559,17 @@ impl Connection {
         self.maybe_remove(id);
     }
 
-    /// Sends a ping; its RTT comes back as [`Event::Pong`].
-    pub fn ping(&mut self, now: Time) {
-        if self.error.is_some() {
-            return;
-        }
-        if self.pings.len() >= MAX_OUTSTANDING_PINGS {
-            return;
+    /// Sends a ping; its RTT comes back as [`Event::Pong`] with the returned id. `None` when
+    /// the session is closed or too many pings are outstanding.
+    pub fn ping(&mut self, now: Time) -> Option<u32> {
+        if self.error.is_some() || self.pings.len() >= MAX_OUTSTANDING_PINGS {
+            return None;
         }
         let id = self.next_ping_id;
         self.next_ping_id = self.next_ping_id.wrapping_add(1);
         self.pings.push_back((id, now));
         self.ctrl.push_back(Header::ping(Flags::SYN, id));
+        Some(id)
     }
 
     /// Graceful go-away: tell the peer we open and accept no new streams; existing streams
@@ -681,7 +689,8 @@ impl Connection {
                         let (_, sent) = self.pings.remove(pos).unwrap_or((0, now));
                         let rtt = now.saturating_since(sent);
                         self.rtt = Some(rtt);
-                        self.events.push_back(Event::Pong { rtt });
+                        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+                        self.events.push_back(Event::Pong { id: h.length, rtt });
                     }
                 } else if h.flags.contains(Flags::SYN) && self.queued_pongs < MAX_QUEUED_PONGS {
                     self.queued_pongs += 1;
@@ -1064,7 +1073,7 @@ impl Connection {
             if now >= at {
                 self.next_keepalive = Some(now + interval);
                 if self.pings.is_empty() {
-                    self.ping(now);
+                    let _ = self.ping(now);
                 }
             }
         }

@@ -203,7 +203,9 @@ impl Pair {
                     e.conn.release(h.id);
                 }
             }
-            Op::Ping { client } => self.end(client).conn.ping(now),
+            Op::Ping { client } => {
+                let _ = self.end(client).conn.ping(now);
+            }
             Op::GoAway { client } => self.end(client).conn.go_away(),
             Op::Deliver { to_client, max } => self.deliver(to_client, usize::from(max)),
             Op::Advance { ms } => {

@@ -25,7 +25,9 @@ impl Mock {
         Self::with(side, Config::default())
     }
 
-    fn with(side: Side, config: Config) -> Self {
+    fn with(side: Side, mut config: Config) -> Self {
+        // Scripts list every frame: no start-up ping unless a test asks for it.
+        config.probe_rtt_at_start = false;
         Mock {
             conn: Connection::new(side, config, T0),
             now: T0,
@@ -516,10 +518,24 @@ fn never_sends_a_frame_above_one_mebibyte() {
 // ------------------------------------------------------------------ ping, keepalive, go-away
 
 #[test]
+fn start_up_ping_measures_rtt_for_auto_tuning() {
+    let mut conn = Connection::new(Side::Client, Config::default(), T0);
+    let mut out = BytesMut::new();
+    conn.poll_transmit(T0, &mut out, usize::MAX);
+    let h = Header::decode(out[..HEADER_LEN].try_into().unwrap()).unwrap();
+    assert_eq!((h.ty, h.flags), (FrameType::Ping, Flags::SYN));
+    let mut pong = BytesMut::from(&Header::ping(Flags::ACK, h.length).encode()[..]);
+    conn.handle_input(T0 + Duration::from_micros(50), &mut pong)
+        .unwrap();
+    assert_eq!(conn.rtt(), Some(Duration::from_micros(50)));
+}
+
+#[test]
 fn ping_measures_rtt() {
     let mut m = Mock::new(Side::Client);
-    m.conn.ping(T0);
+    let id = m.conn.ping(T0).unwrap();
     let hs = m.headers();
+    assert_eq!(hs[0].length, id);
     assert_eq!(hs.len(), 1);
     assert_eq!(hs[0].ty, FrameType::Ping);
     assert!(hs[0].flags.contains(Flags::SYN));
@@ -528,6 +544,7 @@ fn ping_measures_rtt() {
     assert_eq!(
         m.events(),
         vec![Event::Pong {
+            id,
             rtt: Duration::from_millis(30)
         }]
     );

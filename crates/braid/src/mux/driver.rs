@@ -23,7 +23,9 @@ use super::session::Shared;
 /// Read buffer size: large reads amortise syscalls; Data payloads are split out of it.
 const READ_CHUNK: usize = 256 * 1024;
 /// Bytes of frames gathered before a write.
-const WRITE_BATCH: usize = 1024 * 1024;
+const WRITE_BATCH: usize = 256 * 1024;
+/// How long a closed session keeps reading for the peer's FIN.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Slices per vectored write.
 const MAX_IOV: usize = 64;
 /// Loop turns before yielding to the runtime.
@@ -71,6 +73,7 @@ pub(crate) struct Driver<T> {
     timer: Pin<Box<Sleep>>,
     timer_at: Option<braid_proto::Time>,
     shutting_down: bool,
+    linger_until: Option<tokio::time::Instant>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
@@ -90,6 +93,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
             timer_at: None,
             shutting_down: false,
+            linger_until: None,
         }
     }
 
@@ -240,17 +244,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
                 return Poll::Pending;
             }
         }
-        // Best effort: the session is over either way.
-        if Pin::new(&mut this.io).poll_shutdown(cx).is_pending() {
-            return Poll::Pending;
+        if this.linger_until.is_none() {
+            // Best effort: the session is over either way.
+            if Pin::new(&mut this.io).poll_shutdown(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let mut st = this.shared.lock();
+            if st.conn.error().is_none() {
+                st.conn.close(braid_proto::mux::GoAwayCode::Normal);
+            }
+            st.driver_done = true;
+            st.dispatch_events();
+            st.wake_everyone();
+            drop(st);
+            // Lingering close: our FIN is sent; read (and drop) what the peer still sends until
+            // its FIN, so frames it had in flight (a pong, a window update) do not meet a reset.
+            let until = tokio::time::Instant::now() + LINGER;
+            this.linger_until = Some(until);
+            this.timer.as_mut().reset(until);
         }
-        let mut st = this.shared.lock();
-        if st.conn.error().is_none() {
-            st.conn.close(braid_proto::mux::GoAwayCode::Normal);
+        if this.read_closed || this.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
         }
-        st.driver_done = true;
-        st.dispatch_events();
-        st.wake_everyone();
-        Poll::Ready(())
+        for _ in 0..MAX_TURNS {
+            this.read_buf.clear();
+            if this.read_buf.capacity() < 64 * 1024 {
+                this.read_buf.reserve(64 * 1024);
+            }
+            match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.read_buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

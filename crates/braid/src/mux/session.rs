@@ -1,6 +1,6 @@
 //! The session handle and the state it shares with streams and the driver.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -51,7 +51,8 @@ pub(crate) struct State {
     open_wakers: Vec<Waker>,
     ping_wakers: Vec<Waker>,
     closed_wakers: Vec<Waker>,
-    pongs: u64,
+    /// Recently answered pings: (id, rtt).
+    pongs: VecDeque<(u32, Duration)>,
     /// Live `Session` handles.
     handles: usize,
     pub(crate) io_error: Option<Arc<std::io::Error>>,
@@ -84,8 +85,11 @@ impl State {
                     }
                 }
                 Event::CanOpen => wake_all(&mut self.open_wakers),
-                Event::Pong { .. } => {
-                    self.pongs += 1;
+                Event::Pong { id, rtt } => {
+                    if self.pongs.len() >= 64 {
+                        self.pongs.pop_front();
+                    }
+                    self.pongs.push_back((id, rtt));
                     wake_all(&mut self.ping_wakers);
                 }
                 Event::Closed(_) => self.wake_everyone(),
@@ -230,7 +234,7 @@ impl Session {
                 open_wakers: Vec::new(),
                 ping_wakers: Vec::new(),
                 closed_wakers: Vec::new(),
-                pongs: 0,
+                pongs: VecDeque::new(),
                 handles: 1,
                 io_error: None,
                 driver_done: false,
@@ -328,23 +332,24 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn ping(&self) -> Result<Duration, SessionError> {
-        let target = {
-            let mut st = self.shared.lock();
-            if let Some(e) = st.closed_error() {
-                return Err(e);
-            }
-            let now = self.shared.now();
-            st.conn.ping(now);
-            st.wake_driver_if_needed();
-            st.pongs + 1
-        };
+        let mut target: Option<u32> = None;
         poll_fn(|cx| {
             let mut st = self.shared.lock();
-            if st.pongs >= target {
-                return Poll::Ready(Ok(st.conn.rtt().unwrap_or_default()));
+            if let Some(id) = target {
+                if let Some(&(_, rtt)) = st.pongs.iter().find(|(p, _)| *p == id) {
+                    return Poll::Ready(Ok(rtt));
+                }
             }
             if let Some(e) = st.closed_error() {
                 return Poll::Ready(Err(e));
+            }
+            if target.is_none() {
+                // `None` while too many pings are outstanding: retry on the next pong.
+                let now = self.shared.now();
+                target = st.conn.ping(now);
+                if let Some(w) = st.driver.take() {
+                    w.wake();
+                }
             }
             register(&mut st.ping_wakers, cx);
             Poll::Pending
