@@ -1,11 +1,21 @@
-//! [`Connection`]: the engine's public face.
+//! [`Connection`]: the engine's public face, gluing links, sender, receiver and scheduler.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::link::{LinkDeath, LinkId};
+use super::frame::{self, DecodeOutcome, Frame, data_flags};
+use super::link::{Link, LinkDeath, LinkId, LinkState};
+use super::recv::{Inserted, ReorderBuffer};
+use super::send::SendBuffer;
 use super::stats::{ConnectionStats, LinkStats};
-use super::{Config, ConnectionError, WriteError};
+use super::{Config, ConnectionError, WriteError, scheduler};
 use crate::Time;
+
+/// Dead links whose statistics are remembered (older ones are forgotten, so a connection
+/// that redials forever stays bounded).
+const DEAD_LINKS_KEPT: usize = 64;
 
 /// Something the application or driver should know about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,13 +29,15 @@ pub enum Event {
         /// Why.
         reason: LinkDeath,
     },
-    /// A link finished its graceful leave; the driver closes its socket after flushing.
+    /// A link finished its graceful leave. The driver writes what `poll_transmit` still
+    /// returns for it, then closes its socket.
     LinkClosed(LinkId),
     /// Data (or the end of the stream) can be read.
     Readable,
-    /// Send buffer space opened up.
+    /// Send buffer space opened up after a short write.
     Writable,
-    /// Both directions finished and everything sent was acknowledged.
+    /// Both directions finished and everything sent was acknowledged. The driver drains
+    /// `poll_transmit` on every link (the last acknowledgements) before closing them.
     Closed,
     /// The connection failed.
     Failed(ConnectionError),
@@ -42,101 +54,687 @@ pub enum Read {
     Finished,
 }
 
-/// One end of an aggregated connection. See the [module docs](super) for the call order.
-#[derive(Debug)]
-pub struct Connection {
-    _private: (),
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Open,
+    Closed,
+    Failed(ConnectionError),
 }
 
-#[allow(clippy::todo, unused_variables)]
+/// One end of an aggregated connection. See the [module docs](super) for the call order.
+///
+/// ```
+/// use braid_proto::agg::{Config, Connection, Read};
+/// use braid_proto::Time;
+///
+/// let now = Time::ZERO;
+/// let (mut a, mut b) = (Connection::new(Config::default(), now), Connection::new(Config::default(), now));
+/// let (la, lb) = (a.add_link(now), b.add_link(now));
+/// a.write(b"hello").unwrap();
+/// a.finish().unwrap();
+/// let mut wire = Vec::new();
+/// while a.poll_transmit(la, now, 1 << 20, &mut wire) > 0 {}
+/// b.handle_input(lb, &wire, now);
+/// assert_eq!(b.read(100).unwrap(), Read::Data("hello".into()));
+/// assert_eq!(b.read(100).unwrap(), Read::Finished);
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    links: BTreeMap<LinkId, Link>,
+    dead: VecDeque<(LinkId, LinkStats)>,
+    next_link: u64,
+    send: SendBuffer,
+    recv: ReorderBuffer,
+    /// The peer accepts bytes below this offset.
+    peer_window_end: u64,
+    /// Window end carried by our last Ack.
+    window_advertised: u64,
+    window_update_pending: bool,
+    writable_wanted: bool,
+    /// Links that still owe the peer a Reset frame.
+    reset_pending: Vec<LinkId>,
+    state: State,
+    no_links_since: Option<Time>,
+    next_ping: u64,
+    events: VecDeque<Event>,
+    stats: ConnectionStats,
+}
+
 impl Connection {
     /// A connection with no links yet.
     pub fn new(config: Config, now: Time) -> Self {
-        todo!()
+        let recv = ReorderBuffer::new(config.recv_window);
+        let send = SendBuffer::new(config.send_buffer);
+        Connection {
+            window_advertised: recv.window_end(),
+            // Until the peer's first Ack, assume it uses our window size.
+            peer_window_end: config.recv_window,
+            config,
+            links: BTreeMap::new(),
+            dead: VecDeque::new(),
+            next_link: 0,
+            send,
+            recv,
+            window_update_pending: false,
+            writable_wanted: false,
+            reset_pending: Vec::new(),
+            state: State::Open,
+            no_links_since: Some(now),
+            next_ping: 0,
+            events: VecDeque::new(),
+            stats: ConnectionStats::default(),
+        }
+    }
+
+    /// The settings this connection runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Admits a new link (after its handshake) and returns its local id.
     pub fn add_link(&mut self, now: Time) -> LinkId {
-        todo!()
+        let id = LinkId(self.next_link);
+        self.next_link += 1;
+        self.links.insert(id, Link::new(id, now));
+        self.no_links_since = None;
+        id
     }
 
     /// Starts a graceful leave of `link`: no new data is scheduled on it; once its data is
     /// acknowledged a `LinkClose` is sent and [`Event::LinkClosed`] follows.
-    pub fn remove_link(&mut self, link: LinkId, now: Time) {
-        todo!()
+    pub fn remove_link(&mut self, link: LinkId, _now: Time) {
+        if let Some(l) = self.links.get_mut(&link)
+            && l.state == LinkState::Active
+        {
+            l.state = LinkState::Draining;
+        }
     }
 
     /// The link failed loudly (EOF, I/O error): it is dead, its data is resent on others.
+    /// A link that already left gracefully is just forgotten.
     pub fn link_failed(&mut self, link: LinkId, now: Time) {
-        todo!()
+        match self.links.get(&link).map(|l| l.state) {
+            Some(LinkState::Closed) => {
+                self.forget(link);
+            }
+            Some(_) => self.kill(link, LinkDeath::Failed, now),
+            None => {}
+        }
     }
 
     /// Bytes read from `link`. A protocol violation kills that link only (see
-    /// [`Event::LinkDead`]).
+    /// [`Event::LinkDead`]); input for an unknown or dead link is ignored.
     pub fn handle_input(&mut self, link: LinkId, data: &[u8], now: Time) {
-        todo!()
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if !l.is_live() || data.is_empty() {
+            return;
+        }
+        l.last_recv = now;
+        l.input.extend_from_slice(data);
+        loop {
+            let Some(l) = self.links.get_mut(&link) else {
+                return;
+            };
+            if !l.is_live() && l.state != LinkState::Closed {
+                return;
+            }
+            match Frame::decode(&mut l.input) {
+                Ok(None) => break,
+                Ok(Some(DecodeOutcome::Frame(f))) => {
+                    if let Err(why) = self.on_frame(link, f, now) {
+                        self.kill(link, LinkDeath::Protocol(why), now);
+                        return;
+                    }
+                }
+                Ok(Some(DecodeOutcome::Corrupt { seq, .. })) => {
+                    let why = format!("checksum mismatch in chunk at offset {seq}");
+                    self.kill(link, LinkDeath::Protocol(why), now);
+                    return;
+                }
+                Err(e) => {
+                    self.kill(link, LinkDeath::Protocol(e.to_string()), now);
+                    return;
+                }
+            }
+        }
     }
 
-    /// Appends frames for `link` to `out`, at most about `max` bytes (a frame is never split,
-    /// so it may exceed `max` by less than one chunk plus header). Returns the bytes appended;
-    /// 0 means the engine has nothing for this link now.
-    pub fn poll_transmit(&mut self, link: LinkId, now: Time, max: usize, out: &mut Vec<u8>) -> usize {
-        todo!()
+    fn on_frame(&mut self, id: LinkId, f: Frame, now: Time) -> Result<(), String> {
+        match f {
+            Frame::Data {
+                seq,
+                flags,
+                payload,
+            } => {
+                let l = self.links.get_mut(&id).expect("caller checked");
+                if l.close_received {
+                    return Err("data after LinkClose".into());
+                }
+                l.frames_received += 1;
+                l.ack_pending = true;
+                l.stats.bytes_received += payload.len() as u64;
+                let fin = flags & data_flags::FIN != 0;
+                match self.recv.insert(seq, payload, fin) {
+                    Ok(Inserted::Readable) => self.events.push_back(Event::Readable),
+                    Ok(Inserted::Nothing) => {}
+                    Err(v) => return Err(v.to_string()),
+                }
+                self.stats.bytes_duplicate = self.recv.duplicate_bytes;
+                self.check_closed();
+            }
+            Frame::Ack {
+                link_frames,
+                cumulative,
+                window_end,
+            } => self.on_ack(id, link_frames, cumulative, window_end, now)?,
+            Frame::Ping { token } => {
+                let l = self.links.get_mut(&id).expect("caller checked");
+                if l.pongs_pending.len() >= 16 {
+                    return Err("too many unanswered pings".into());
+                }
+                l.pongs_pending.push(token);
+            }
+            Frame::Pong { token } => {
+                let l = self.links.get_mut(&id).expect("caller checked");
+                if let Some((t, sent)) = l.ping_outstanding
+                    && t == token
+                {
+                    l.ping_outstanding = None;
+                    l.rtt_sample(now, now.saturating_since(sent));
+                }
+            }
+            Frame::Reset { code } => {
+                self.fail(ConnectionError::PeerReset(code));
+            }
+            Frame::LinkClose => {
+                let l = self.links.get_mut(&id).expect("caller checked");
+                l.close_received = true;
+                if l.state == LinkState::Active {
+                    l.state = LinkState::Draining;
+                }
+                if l.close_sent {
+                    l.state = LinkState::Closed;
+                    self.events.push_back(Event::LinkClosed(id));
+                }
+            }
+            Frame::Hello { .. } | Frame::Welcome { .. } | Frame::Refuse { .. } => {
+                return Err("handshake frame on an admitted link".into());
+            }
+        }
+        Ok(())
     }
 
-    /// Processes expired timers (liveness, keepalive, grace).
+    fn on_ack(
+        &mut self,
+        id: LinkId,
+        link_frames: u64,
+        cumulative: u64,
+        window_end: u64,
+        now: Time,
+    ) -> Result<(), String> {
+        let l = self.links.get_mut(&id).expect("caller checked");
+        if link_frames > l.frames_sent || link_frames < l.frames_acked {
+            return Err(format!(
+                "ack for {link_frames} frames, {} sent, {} acked before",
+                l.frames_sent, l.frames_acked
+            ));
+        }
+        let limit = self.send.next_seq() + u64::from(self.send.is_finished());
+        if cumulative > limit {
+            return Err(format!("cumulative ack {cumulative} beyond sent {limit}"));
+        }
+        self.peer_window_end = self.peer_window_end.max(window_end);
+        while l.frames_acked < link_frames {
+            let t = l.on_acked(now).expect("count checked");
+            if let Some(n) = self.send.ack(t.seq) {
+                self.stats.bytes_acked += n;
+            }
+        }
+        self.stats.bytes_acked += self.send.ack_cumulative(cumulative);
+        if self.writable_wanted && self.send.room() > 0 {
+            self.writable_wanted = false;
+            self.events.push_back(Event::Writable);
+        }
+        self.check_closed();
+        Ok(())
+    }
+
+    fn check_closed(&mut self) {
+        if self.state == State::Open
+            && self.send.is_finished()
+            && self.send.all_acked()
+            && self.recv.fin_received()
+        {
+            self.state = State::Closed;
+            self.events.push_back(Event::Closed);
+        }
+    }
+
+    fn fail(&mut self, e: ConnectionError) {
+        if matches!(self.state, State::Failed(_)) {
+            return;
+        }
+        self.state = State::Failed(e.clone());
+        self.events.push_back(Event::Failed(e));
+    }
+
+    /// Declares `id` dead and queues its unacknowledged chunks for resending.
+    fn kill(&mut self, id: LinkId, reason: LinkDeath, now: Time) {
+        let Some(mut l) = self.links.remove(&id) else {
+            return;
+        };
+        if !l.is_live() {
+            self.links.insert(id, l);
+            return;
+        }
+        for t in l.in_flight.drain(..) {
+            self.send.lost_on(t.seq, id);
+        }
+        l.in_flight_bytes = 0;
+        l.state = LinkState::Dead;
+        l.stats.in_flight = 0;
+        l.stats.state = Some(LinkState::Dead);
+        self.stats.links_died += 1;
+        self.remember_dead(id, l.stats.clone());
+        self.events.push_back(Event::LinkDead { link: id, reason });
+        // Tell the peer where we stand on the links that remain.
+        for o in self.links.values_mut() {
+            o.ack_pending = true;
+        }
+        if !self.links.values().any(Link::is_live) {
+            self.no_links_since.get_or_insert(now);
+        }
+    }
+
+    fn forget(&mut self, id: LinkId) {
+        if let Some(l) = self.links.remove(&id) {
+            let mut s = l.stats.clone();
+            s.state = Some(l.state);
+            self.remember_dead(id, s);
+        }
+        if !self.links.values().any(Link::is_live) && self.no_links_since.is_none() {
+            // A graceful leave of the last link: the grace timer starts from the next
+            // timeout call (no `now` here).
+            self.no_links_since = Some(Time::ZERO);
+        }
+    }
+
+    fn remember_dead(&mut self, id: LinkId, stats: LinkStats) {
+        if self.dead.len() == DEAD_LINKS_KEPT {
+            self.dead.pop_front();
+        }
+        self.dead.push_back((id, stats));
+    }
+
+    /// Appends frames for `link` to `out`, about `max` bytes at most (a frame is never
+    /// split, so one chunk plus header may go over). Returns the bytes appended; 0 means the
+    /// engine has nothing for this link now. Call it for every link after every input,
+    /// timeout, read or write, and whenever a link can take more bytes.
+    pub fn poll_transmit(
+        &mut self,
+        link: LinkId,
+        now: Time,
+        max: usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let start = out.len();
+        if let Some(i) = self.reset_pending.iter().position(|l| *l == link) {
+            self.reset_pending.swap_remove(i);
+            if let State::Failed(ConnectionError::LocalReset(code)) = self.state {
+                Frame::Reset { code }.encode(out);
+            }
+            return out.len() - start;
+        }
+        if self.state != State::Open && self.state != State::Closed {
+            return 0;
+        }
+        let best = self.best_link_for_control();
+        let Some(l) = self.links.get_mut(&link) else {
+            return 0;
+        };
+        if !l.is_live() || l.close_sent {
+            return 0;
+        }
+        for token in l.pongs_pending.drain(..) {
+            Frame::Pong { token }.encode(out);
+        }
+        let ping_due =
+            l.ping_outstanding.is_none() && now >= l.last_ping_sent + self.config.keepalive;
+        let window_update = self.window_update_pending && best == Some(link);
+        if l.ack_pending || ping_due || window_update {
+            l.ack_pending = false;
+            Frame::Ack {
+                link_frames: l.frames_received,
+                cumulative: self.recv.cumulative(),
+                window_end: self.recv.window_end(),
+            }
+            .encode(out);
+            self.window_advertised = self.recv.window_end();
+            self.window_update_pending = false;
+        }
+        if ping_due {
+            let token = self.next_ping;
+            self.next_ping += 1;
+            l.ping_outstanding = Some((token, now));
+            l.last_ping_sent = now;
+            Frame::Ping { token }.encode(out);
+        }
+        if self.state == State::Open {
+            self.transmit_data(link, now, max.saturating_sub(out.len() - start), out);
+        }
+        let l = self.links.get_mut(&link).expect("present");
+        if l.state == LinkState::Draining && l.in_flight.is_empty() && !l.close_sent {
+            Frame::LinkClose.encode(out);
+            l.close_sent = true;
+            if l.close_received {
+                l.state = LinkState::Closed;
+                self.events.push_back(Event::LinkClosed(link));
+            }
+        }
+        out.len() - start
+    }
+
+    /// The live link with the lowest smoothed RTT: where window updates go.
+    fn best_link_for_control(&self) -> Option<LinkId> {
+        self.links
+            .values()
+            .filter(|l| l.is_live() && !l.close_sent)
+            .min_by_key(|l| l.srtt())
+            .map(|l| l.id)
+    }
+
+    /// Schedules chunks on `id` (resends first, then new data), within its window.
+    fn transmit_data(&mut self, id: LinkId, now: Time, max: usize, out: &mut Vec<u8>) {
+        let chunk = self.config.chunk_size;
+        let init = self.config.initial_link_window;
+        let start = out.len();
+        while out.len() - start < max {
+            let l = &self.links[&id];
+            if l.state != LinkState::Active
+                || l.close_received
+                || l.in_flight_bytes >= l.window(now, init, chunk as u64)
+            {
+                return;
+            }
+            // 1. Chunks whose link died, on the best link that has room.
+            if let Some(seq) = self.send.next_resend(id) {
+                let len = self.send.chunk(seq).map_or(0, |c| c.data.len() as u64);
+                if scheduler::best_with_room(&self.links, now, len, &self.config) == Some(id) {
+                    self.retransmit(id, seq, now, out);
+                    continue;
+                }
+            }
+            // 2. New data, if this link is where it arrives soonest (or the faster links
+            //    cannot carry the whole backlog before this one delivers it).
+            if self.send.has_new() {
+                let len = (self.send.sendable(self.peer_window_end) as usize).min(chunk);
+                let backlog = self.send.sendable(self.peer_window_end);
+                if (len > 0 || self.send.unsent_len() == 0)
+                    && scheduler::worth_sending(
+                        &self.links,
+                        id,
+                        now,
+                        len as u64,
+                        backlog,
+                        &self.config,
+                    )
+                    && let Some((seq, data, fin)) = self.send.cut(chunk, self.peer_window_end)
+                {
+                    let arrival = self.links[&id].expected_delivery(now, data.len() as u64, init);
+                    self.emit_data(id, seq, &data, fin, now, out);
+                    self.send.insert(seq, data, fin, id, arrival);
+                    self.stats.send_buffered_peak = self.send.peak;
+                    continue;
+                }
+                // 3. Blocked by the peer's window: resend the chunk holding it up, if this
+                //    link delivers it sooner, and penalise the link it is stuck on.
+                if self.send.sendable(self.peer_window_end) == 0
+                    && self.send.unsent_len() > 0
+                    && let Some(seq) =
+                        scheduler::opportunistic(&self.send, &self.links, id, now, &self.config)
+                {
+                    let penalty = now + self.links[&id].srtt();
+                    for other in self
+                        .send
+                        .chunk(seq)
+                        .map(|c| c.links.clone())
+                        .unwrap_or_default()
+                    {
+                        if let Some(o) = self.links.get_mut(&other) {
+                            o.penalized_until = penalty;
+                        }
+                    }
+                    if let Some(c) = self.send.chunk_mut(seq) {
+                        c.opportunistic = true;
+                    }
+                    self.retransmit(id, seq, now, out);
+                    continue;
+                }
+            }
+            return;
+        }
+    }
+
+    fn retransmit(&mut self, id: LinkId, seq: u64, now: Time, out: &mut Vec<u8>) {
+        let Some(c) = self.send.chunk(seq) else {
+            return;
+        };
+        let (data, fin) = (c.data.clone(), c.fin);
+        let arrival = self.links[&id].expected_delivery(
+            now,
+            data.len() as u64,
+            self.config.initial_link_window,
+        );
+        self.emit_data(id, seq, &data, fin, now, out);
+        self.send.resent(seq, id, arrival);
+        let l = self.links.get_mut(&id).expect("present");
+        l.stats.bytes_resent += data.len() as u64;
+        self.stats.bytes_resent += data.len() as u64;
+    }
+
+    fn emit_data(
+        &mut self,
+        id: LinkId,
+        seq: u64,
+        data: &[u8],
+        fin: bool,
+        now: Time,
+        out: &mut Vec<u8>,
+    ) {
+        let mut flags = 0;
+        if fin {
+            flags |= data_flags::FIN;
+        }
+        if self.config.crc {
+            flags |= data_flags::CRC;
+        }
+        frame::encode_data_header(out, seq, flags, data);
+        out.extend_from_slice(data);
+        let l = self.links.get_mut(&id).expect("present");
+        l.on_send(seq, data.len() as u64, now);
+    }
+
+    /// Processes expired timers (liveness, grace).
     pub fn handle_timeout(&mut self, now: Time) {
-        todo!()
+        if self.state != State::Open {
+            return;
+        }
+        let (floor, rtts) = (
+            self.config.link_timeout_floor,
+            self.config.link_timeout_rtts,
+        );
+        let expired: Vec<LinkId> = self
+            .links
+            .values()
+            .filter(|l| l.is_live())
+            .filter(|l| {
+                l.awaiting_since()
+                    .is_some_and(|s| now >= s + l.timeout(floor, rtts))
+            })
+            .map(|l| l.id)
+            .collect();
+        for id in expired {
+            self.kill(id, LinkDeath::Timeout, now);
+        }
+        if let Some(since) = self.no_links_since {
+            if since == Time::ZERO && !self.links.values().any(Link::is_live) {
+                self.no_links_since = Some(now);
+            } else if now >= since + self.config.grace {
+                self.fail(ConnectionError::NoLinks(self.config.grace));
+            }
+        }
     }
 
-    /// The next time [`Connection::handle_timeout`] must be called, if any.
+    /// The next time [`Connection::handle_timeout`] (or, for keepalives,
+    /// [`Connection::poll_transmit`]) must be called, if any.
     pub fn poll_timeout(&self) -> Option<Time> {
-        todo!()
+        if self.state != State::Open {
+            return None;
+        }
+        let (floor, rtts) = (
+            self.config.link_timeout_floor,
+            self.config.link_timeout_rtts,
+        );
+        let links = self.links.values().filter(|l| l.is_live()).flat_map(|l| {
+            let dead = l.awaiting_since().map(|s| s + l.timeout(floor, rtts));
+            let ping = (l.ping_outstanding.is_none() && !l.close_sent)
+                .then(|| l.last_ping_sent + self.config.keepalive);
+            [dead, ping].into_iter().flatten()
+        });
+        let grace = self.no_links_since.map(|s| s + self.config.grace);
+        links.chain(grace).min()
     }
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.events.pop_front()
     }
 
-    /// Queues application bytes; returns how many were taken (0 when the send buffer is full:
-    /// [`Event::Writable`] follows when it has room).
+    /// Queues application bytes; returns how many were taken (0 when the send buffer is
+    /// full: [`Event::Writable`] follows when it has room).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        todo!()
+        self.check_writable()?;
+        let n = self.send.write(data);
+        if n < data.len() {
+            self.writable_wanted = true;
+        }
+        self.stats.bytes_written += n as u64;
+        self.stats.send_buffered_peak = self.send.peak;
+        Ok(n)
+    }
+
+    fn check_writable(&self) -> Result<(), WriteError> {
+        match &self.state {
+            State::Failed(e) => Err(WriteError::Closed(e.clone())),
+            _ if self.send.is_finished() => Err(WriteError::Finished),
+            _ => Ok(()),
+        }
+    }
+
+    /// Free space in the send buffer.
+    pub fn send_capacity(&self) -> u64 {
+        self.send.room()
     }
 
     /// Ends this side's stream after what was written (half-close).
     pub fn finish(&mut self) -> Result<(), WriteError> {
-        todo!()
+        self.check_writable()?;
+        self.send.finish();
+        Ok(())
     }
 
     /// Reads up to `max` bytes of the peer's stream.
     pub fn read(&mut self, max: usize) -> Result<Read, ConnectionError> {
-        todo!()
+        if let State::Failed(e) = &self.state {
+            return Err(e.clone());
+        }
+        let Some(data) = self.recv.read(max) else {
+            return Ok(if self.recv.fin_received() {
+                Read::Finished
+            } else {
+                Read::Blocked
+            });
+        };
+        self.stats.bytes_read += data.len() as u64;
+        let grown = self.recv.window_end() - self.window_advertised;
+        if grown >= (self.config.recv_window / 4).max(1) {
+            self.window_update_pending = true;
+        }
+        Ok(Read::Data(data))
     }
 
-    /// Aborts the connection; the peer sees [`ConnectionError::PeerReset`] with `code`.
-    pub fn abort(&mut self, code: u32, now: Time) {
-        todo!()
+    /// Aborts the connection: unsent and unacknowledged data is dropped and the peer sees
+    /// [`ConnectionError::PeerReset`] with `code`. Drain `poll_transmit` on every link to send
+    /// the reset, then close them.
+    pub fn abort(&mut self, code: u32, _now: Time) {
+        if self.state != State::Open {
+            return;
+        }
+        self.reset_pending = self
+            .links
+            .values()
+            .filter(|l| l.is_live())
+            .map(|l| l.id)
+            .collect();
+        self.fail(ConnectionError::LocalReset(code));
     }
 
     /// Live (not dead or closed) links.
     pub fn links(&self) -> Vec<LinkId> {
-        todo!()
+        self.links
+            .values()
+            .filter(|l| l.is_live())
+            .map(|l| l.id)
+            .collect()
     }
 
     /// Whether the connection ended (gracefully or not).
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.state != State::Open
+    }
+
+    /// Why the connection failed, if it did.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        match &self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
     }
 
     /// Connection-wide counters.
     pub fn stats(&self) -> ConnectionStats {
-        todo!()
+        let mut s = self.stats.clone();
+        s.send_buffered = self.send.buffered();
+        s.send_buffered_peak = self.send.peak;
+        s.recv_buffered = self.recv.buffered();
+        s.recv_buffered_peak = self.recv.peak;
+        s.bytes_duplicate = self.recv.duplicate_bytes;
+        s
     }
 
-    /// Counters of one link (also of dead links, until they are forgotten).
+    /// Counters of one link (also of recently dead links).
     pub fn link_stats(&self, link: LinkId) -> Option<LinkStats> {
-        todo!()
+        if let Some(l) = self.links.get(&link) {
+            let mut s = l.stats.clone();
+            s.state = Some(l.state);
+            s.rate = l.rate(self.config.initial_link_window);
+            return Some(s);
+        }
+        self.dead
+            .iter()
+            .find(|(id, _)| *id == link)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Time until the link is declared dead if it stays silent (for monitors).
+    pub fn link_timeout(&self, link: LinkId) -> Option<Duration> {
+        let l = self.links.get(&link)?;
+        Some(l.timeout(
+            self.config.link_timeout_floor,
+            self.config.link_timeout_rtts,
+        ))
     }
 }

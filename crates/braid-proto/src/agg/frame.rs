@@ -130,13 +130,6 @@ pub enum Frame {
         /// The sender may send bytes below this offset.
         window_end: u64,
     },
-    /// A `Data` frame that failed its checksum: resend `[seq, seq + len)`.
-    Nack {
-        /// Offset of the bad chunk.
-        seq: u64,
-        /// Its length.
-        len: u32,
-    },
     /// Keepalive probe; the peer answers `Pong` with the same token on the same link.
     Ping {
         /// Opaque.
@@ -161,7 +154,6 @@ const T_WELCOME: u8 = 0x11;
 const T_REFUSE: u8 = 0x12;
 const T_DATA: u8 = 0x01;
 const T_ACK: u8 = 0x02;
-const T_NACK: u8 = 0x03;
 const T_PING: u8 = 0x04;
 const T_PONG: u8 = 0x05;
 const T_RESET: u8 = 0x06;
@@ -238,11 +230,6 @@ impl Frame {
                 out.put_u64(*cumulative);
                 out.put_u64(*window_end);
             }
-            Frame::Nack { seq, len } => {
-                out.put_u8(T_NACK);
-                out.put_u64(*seq);
-                out.put_u32(*len);
-            }
             Frame::Ping { token } => {
                 out.put_u8(T_PING);
                 out.put_u64(*token);
@@ -296,7 +283,6 @@ impl Frame {
                 hdr + len as usize
             }
             T_ACK => 1 + 24,
-            T_NACK => 1 + 12,
             T_PING | T_PONG => 9,
             T_RESET => 5,
             T_LINK_CLOSE => 1,
@@ -361,10 +347,6 @@ impl Frame {
                 cumulative: f.get_u64(),
                 window_end: f.get_u64(),
             },
-            T_NACK => Frame::Nack {
-                seq: f.get_u64(),
-                len: f.get_u32(),
-            },
             T_PING => Frame::Ping { token: f.get_u64() },
             T_PONG => Frame::Pong { token: f.get_u64() },
             T_RESET => Frame::Reset { code: f.get_u32() },
@@ -427,7 +409,11 @@ mod tests {
                 conn: ConnectionId(c),
                 link: l
             }),
-            (0u64..u64::MAX / 2, 0u8..4, proptest::collection::vec(any::<u8>(), 0..3000))
+            (
+                0u64..u64::MAX / 2,
+                0u8..4,
+                proptest::collection::vec(any::<u8>(), 0..3000)
+            )
                 .prop_map(|(s, f, p)| Frame::Data {
                     seq: s,
                     flags: f,
@@ -438,7 +424,6 @@ mod tests {
                 cumulative: b,
                 window_end: c
             }),
-            (any::<u64>(), any::<u32>()).prop_map(|(s, l)| Frame::Nack { seq: s, len: l }),
             any::<u64>().prop_map(|t| Frame::Ping { token: t }),
             any::<u64>().prop_map(|t| Frame::Pong { token: t }),
             any::<u32>().prop_map(|c| Frame::Reset { code: c }),

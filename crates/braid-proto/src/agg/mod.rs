@@ -25,9 +25,12 @@
 
 mod connection;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 mod link;
 mod recv;
+mod scheduler;
 mod send;
 mod stats;
 
@@ -106,3 +109,6 @@ pub enum WriteError {
     #[error(transparent)]
     Closed(#[from] ConnectionError),
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The receiver: reassembles chunks in order, drops duplicates, enforces the window.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+/// Why the peer's data is unacceptable (the link it came on is dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RecvViolation {
+    /// Bytes beyond the advertised window.
+    BeyondWindow,
+    /// Two different ends of stream, or data past the end.
+    BadFin,
+}
+
+impl std::fmt::Display for RecvViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecvViolation::BeyondWindow => "data beyond the receive window",
+            RecvViolation::BadFin => "inconsistent end of stream",
+        })
+    }
+}
+
+/// In-order delivery over out-of-order arrival. Holds at most `window` bytes: in-order but
+/// unread (`ready`) plus out-of-order (`pending`).
+#[derive(Debug)]
+pub(crate) struct ReorderBuffer {
+    window: u64,
+    /// Next offset expected in order; everything below arrived.
+    next: u64,
+    /// Offset of the first byte the application has not read.
+    read: u64,
+    ready: VecDeque<Bytes>,
+    pending: BTreeMap<u64, Bytes>,
+    buffered: u64,
+    pub peak: u64,
+    fin_at: Option<u64>,
+    pub duplicate_bytes: u64,
+}
+
+/// What [`ReorderBuffer::insert`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// New in-order data (or the end of stream) became readable.
+    Readable,
+    /// Stored out of order, or a duplicate: nothing new to read.
+    Nothing,
+}
+
+impl ReorderBuffer {
+    pub fn new(window: u64) -> Self {
+        ReorderBuffer {
+            window,
+            next: 0,
+            read: 0,
+            ready: VecDeque::new(),
+            pending: BTreeMap::new(),
+            buffered: 0,
+            peak: 0,
+            fin_at: None,
+            duplicate_bytes: 0,
+        }
+    }
+
+    /// Everything below this was received (plus one once the end of stream is in order,
+    /// like TCP's FIN): the cumulative acknowledgement.
+    pub fn cumulative(&self) -> u64 {
+        self.next + u64::from(self.fin_received())
+    }
+
+    /// The peer may send below this.
+    pub fn window_end(&self) -> u64 {
+        self.read + self.window
+    }
+
+    pub fn buffered(&self) -> u64 {
+        self.buffered
+    }
+
+    /// All data up to the end of stream arrived in order.
+    pub fn fin_received(&self) -> bool {
+        self.fin_at == Some(self.next)
+    }
+
+    pub fn has_readable(&self) -> bool {
+        !self.ready.is_empty() || self.fin_received()
+    }
+
+    pub fn insert(&mut self, seq: u64, data: Bytes, fin: bool) -> Result<Inserted, RecvViolation> {
+        let end = seq + data.len() as u64;
+        if fin {
+            match self.fin_at {
+                Some(f) if f != end => return Err(RecvViolation::BadFin),
+                _ if end < self.next => return Err(RecvViolation::BadFin),
+                _ => self.fin_at = Some(end),
+            }
+        }
+        if self.fin_at.is_some_and(|f| end > f) {
+            return Err(RecvViolation::BadFin);
+        }
+        let was_readable = self.has_readable();
+        if end <= self.next || self.pending.contains_key(&seq) {
+            self.duplicate_bytes += data.len() as u64;
+        } else {
+            if end > self.window_end() || self.buffered + data.len() as u64 > self.window {
+                return Err(RecvViolation::BeyondWindow);
+            }
+            self.buffered += data.len() as u64;
+            self.peak = self.peak.max(self.buffered);
+            self.pending.insert(seq, data);
+            self.advance();
+        }
+        Ok(if !was_readable && self.has_readable() {
+            Inserted::Readable
+        } else {
+            Inserted::Nothing
+        })
+    }
+
+    /// Moves what became contiguous from `pending` to `ready`.
+    fn advance(&mut self) {
+        while let Some(entry) = self.pending.first_entry() {
+            let seq = *entry.key();
+            if seq > self.next {
+                break;
+            }
+            let mut data = entry.remove();
+            let end = seq + data.len() as u64;
+            if end <= self.next {
+                // Entirely covered by what came before (only from a misbehaving peer).
+                self.buffered -= data.len() as u64;
+                self.duplicate_bytes += data.len() as u64;
+                continue;
+            }
+            let skip = (self.next - seq) as usize;
+            if skip > 0 {
+                self.buffered -= skip as u64;
+                self.duplicate_bytes += skip as u64;
+                data = data.slice(skip..);
+            }
+            self.next = end;
+            self.ready.push_back(data);
+        }
+    }
+
+    /// Up to `max` bytes in order, or `None` when nothing is readable now.
+    pub fn read(&mut self, max: usize) -> Option<Bytes> {
+        let front = self.ready.front_mut()?;
+        let data = if front.len() <= max {
+            self.ready.pop_front().expect("front exists")
+        } else {
+            front.split_to(max)
+        };
+        self.read += data.len() as u64;
+        self.buffered -= data.len() as u64;
+        Some(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: usize, v: u8) -> Bytes {
+        Bytes::from(vec![v; n])
+    }
+
+    #[test]
+    fn reorders_and_drops_duplicates() {
+        let mut r = ReorderBuffer::new(100);
+        assert_eq!(r.insert(10, b(10, 2), false), Ok(Inserted::Nothing));
+        assert_eq!(r.insert(10, b(10, 2), false), Ok(Inserted::Nothing));
+        assert_eq!(r.duplicate_bytes, 10);
+        assert_eq!(r.insert(0, b(10, 1), false), Ok(Inserted::Readable));
+        assert_eq!(r.cumulative(), 20);
+        assert_eq!(r.read(15).unwrap(), b(10, 1));
+        assert_eq!(r.read(15).unwrap(), b(10, 2));
+        assert_eq!(r.read(15), None);
+        assert_eq!(r.insert(0, b(10, 1), false), Ok(Inserted::Nothing));
+    }
+
+    #[test]
+    fn window_is_enforced() {
+        let mut r = ReorderBuffer::new(20);
+        assert_eq!(
+            r.insert(10, b(11, 0), false),
+            Err(RecvViolation::BeyondWindow)
+        );
+        r.insert(0, b(20, 0), false).unwrap();
+        assert_eq!(
+            r.insert(20, b(1, 0), false),
+            Err(RecvViolation::BeyondWindow)
+        );
+        r.read(5).unwrap();
+        assert!(r.insert(20, b(5, 0), false).is_ok());
+        assert!(r.buffered() <= 20);
+    }
+
+    #[test]
+    fn overlapping_chunks_from_a_bad_peer_are_trimmed_and_bounded() {
+        let mut r = ReorderBuffer::new(30);
+        r.insert(5, b(10, 1), false).unwrap();
+        r.insert(3, b(10, 1), false).unwrap();
+        assert_eq!(
+            r.insert(1, b(12, 1), false),
+            Err(RecvViolation::BeyondWindow)
+        );
+        r.insert(0, b(4, 1), false).unwrap();
+        assert_eq!(r.cumulative(), 15);
+        let mut total = 0;
+        while let Some(d) = r.read(100) {
+            total += d.len();
+        }
+        assert_eq!(total, 15);
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn fin_is_consistent() {
+        let mut r = ReorderBuffer::new(100);
+        r.insert(5, b(5, 0), true).unwrap();
+        assert_eq!(r.insert(10, b(1, 0), false), Err(RecvViolation::BadFin));
+        assert_eq!(r.insert(0, b(3, 0), true), Err(RecvViolation::BadFin));
+        assert!(!r.fin_received());
+        r.insert(0, b(5, 0), false).unwrap();
+        assert!(r.fin_received());
+        assert_eq!(r.cumulative(), 11);
+        while r.read(100).is_some() {}
+        assert!(r.fin_received() && r.read(1).is_none());
+    }
+}

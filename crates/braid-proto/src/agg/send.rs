@@ -1,0 +1,283 @@
+//! The sender's buffer: unsent application bytes, chunks in flight, and chunks to resend.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{Bytes, BytesMut};
+
+use super::link::LinkId;
+use crate::Time;
+
+/// A chunk sent at least once and not yet acknowledged.
+#[derive(Debug)]
+pub(crate) struct SentChunk {
+    pub data: Bytes,
+    pub fin: bool,
+    /// Links this chunk is in flight on (usually one; two after a resend).
+    pub links: Vec<LinkId>,
+    /// When the scheduler expected the latest transmission to arrive.
+    pub expected_arrival: Time,
+    /// Already resent opportunistically once (never twice).
+    pub opportunistic: bool,
+}
+
+/// Everything the sender holds. Its size (unsent + unacknowledged) is bounded by
+/// `Config::send_buffer`: [`SendBuffer::write`] takes only what fits.
+#[derive(Debug)]
+pub(crate) struct SendBuffer {
+    limit: u64,
+    unsent: BytesMut,
+    /// Stream offset of the first unsent byte.
+    next_seq: u64,
+    /// Everything below this was acknowledged.
+    acked_below: u64,
+    chunks: BTreeMap<u64, SentChunk>,
+    unacked_bytes: u64,
+    /// Chunks whose link died before they were acknowledged, by offset.
+    resend: BTreeSet<u64>,
+    /// Final offset once the application finished.
+    fin_at: Option<u64>,
+    fin_sent: bool,
+    pub peak: u64,
+}
+
+impl SendBuffer {
+    pub fn new(limit: u64) -> Self {
+        SendBuffer {
+            limit,
+            unsent: BytesMut::new(),
+            next_seq: 0,
+            acked_below: 0,
+            chunks: BTreeMap::new(),
+            unacked_bytes: 0,
+            resend: BTreeSet::new(),
+            fin_at: None,
+            fin_sent: false,
+            peak: 0,
+        }
+    }
+
+    /// Unsent plus unacknowledged bytes.
+    pub fn buffered(&self) -> u64 {
+        self.unsent.len() as u64 + self.unacked_bytes
+    }
+
+    pub fn room(&self) -> u64 {
+        self.limit.saturating_sub(self.buffered())
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let n = (self.room() as usize).min(data.len());
+        self.unsent.extend_from_slice(&data[..n]);
+        self.peak = self.peak.max(self.buffered());
+        n
+    }
+
+    pub fn finish(&mut self) {
+        if self.fin_at.is_none() {
+            self.fin_at = Some(self.next_seq + self.unsent.len() as u64);
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.fin_at.is_some()
+    }
+
+    /// Everything, including the end of stream, was acknowledged.
+    pub fn all_acked(&self) -> bool {
+        self.fin_sent && self.chunks.is_empty() && self.unsent.is_empty()
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn unsent_len(&self) -> u64 {
+        self.unsent.len() as u64
+    }
+
+    /// Whether a new chunk (or the bare end-of-stream marker) is waiting to be sent.
+    pub fn has_new(&self) -> bool {
+        !self.unsent.is_empty() || (self.fin_at.is_some() && !self.fin_sent)
+    }
+
+    /// Bytes of new data that may be sent below `window_end`.
+    pub fn sendable(&self, window_end: u64) -> u64 {
+        (self.unsent.len() as u64).min(window_end.saturating_sub(self.next_seq))
+    }
+
+    /// Cuts the next chunk of at most `max` bytes that fits below `window_end`.
+    /// Returns `(seq, data, fin)`; `None` when nothing may be sent.
+    pub fn cut(&mut self, max: usize, window_end: u64) -> Option<(u64, Bytes, bool)> {
+        let len = (self.sendable(window_end) as usize).min(max);
+        let ends_stream = |end: u64| self.fin_at == Some(end);
+        if len == 0 {
+            // The bare end-of-stream marker needs no window.
+            if self.unsent.is_empty() && ends_stream(self.next_seq) && !self.fin_sent {
+                self.fin_sent = true;
+                return Some((self.next_seq, Bytes::new(), true));
+            }
+            return None;
+        }
+        let seq = self.next_seq;
+        let data = self.unsent.split_to(len).freeze();
+        self.next_seq += len as u64;
+        self.unacked_bytes += len as u64;
+        let fin = ends_stream(self.next_seq);
+        if fin {
+            self.fin_sent = true;
+        }
+        Some((seq, data, fin))
+    }
+
+    /// Records a chunk just sent for the first time.
+    pub fn insert(&mut self, seq: u64, data: Bytes, fin: bool, link: LinkId, arrival: Time) {
+        self.chunks.insert(
+            seq,
+            SentChunk {
+                data,
+                fin,
+                links: vec![link],
+                expected_arrival: arrival,
+                opportunistic: false,
+            },
+        );
+    }
+
+    pub fn chunk(&self, seq: u64) -> Option<&SentChunk> {
+        self.chunks.get(&seq)
+    }
+
+    pub fn chunk_mut(&mut self, seq: u64) -> Option<&mut SentChunk> {
+        self.chunks.get_mut(&seq)
+    }
+
+    /// The oldest unacknowledged chunk: the one the peer's reorder buffer waits for.
+    pub fn head_of_line(&self) -> Option<(u64, &SentChunk)> {
+        self.chunks.iter().next().map(|(s, c)| (*s, c))
+    }
+
+    /// The chunk at `seq` was received by the peer. Returns its length if it was still held.
+    pub fn ack(&mut self, seq: u64) -> Option<u64> {
+        let c = self.chunks.remove(&seq)?;
+        self.resend.remove(&seq);
+        let len = c.data.len() as u64;
+        self.unacked_bytes -= len;
+        Some(len)
+    }
+
+    /// The peer has every byte below `cumulative`. Returns bytes newly freed.
+    pub fn ack_cumulative(&mut self, cumulative: u64) -> u64 {
+        if cumulative <= self.acked_below {
+            return 0;
+        }
+        self.acked_below = cumulative;
+        let mut freed = 0;
+        while let Some(entry) = self.chunks.first_entry() {
+            let seq = *entry.key();
+            let c = entry.get();
+            let end = seq + c.data.len() as u64;
+            // A zero-length end-of-stream marker at `cumulative` is not covered by it.
+            if end > cumulative || (c.data.is_empty() && seq >= cumulative) {
+                break;
+            }
+            freed += self.ack(seq).unwrap_or(0);
+        }
+        freed
+    }
+
+    /// A transmission of `seq` on `link` is gone (link dead): resend unless another copy is
+    /// still in flight.
+    pub fn lost_on(&mut self, seq: u64, link: LinkId) {
+        if let Some(c) = self.chunks.get_mut(&seq) {
+            c.links.retain(|l| *l != link);
+            if c.links.is_empty() {
+                self.resend.insert(seq);
+            }
+        }
+    }
+
+    /// The first chunk waiting to be resent that is not already in flight on `link`.
+    pub fn next_resend(&self, link: LinkId) -> Option<u64> {
+        self.resend
+            .iter()
+            .copied()
+            .find(|s| self.chunks.get(s).is_some_and(|c| !c.links.contains(&link)))
+    }
+
+    /// `seq` is being resent on `link` now.
+    pub fn resent(&mut self, seq: u64, link: LinkId, arrival: Time) {
+        self.resend.remove(&seq);
+        if let Some(c) = self.chunks.get_mut(&seq) {
+            c.links.push(link);
+            c.expected_arrival = arrival;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_bounds_unsent_plus_unacked() {
+        let mut s = SendBuffer::new(100);
+        assert_eq!(s.write(&[1; 60]), 60);
+        assert_eq!(s.write(&[2; 60]), 40);
+        let (seq, d, fin) = s.cut(30, u64::MAX).unwrap();
+        assert_eq!((seq, d.len(), fin), (0, 30, false));
+        s.insert(seq, d, fin, LinkId(0), Time::ZERO);
+        assert_eq!(s.write(&[3; 10]), 0, "sent but unacked still counts");
+        assert_eq!(s.ack(0), Some(30));
+        assert_eq!(s.write(&[3; 10]), 10);
+    }
+
+    #[test]
+    fn window_limits_cut_and_fin_marks_last_chunk() {
+        let mut s = SendBuffer::new(1000);
+        s.write(&[0; 50]);
+        s.finish();
+        assert!(s.cut(100, 20).is_some_and(|(_, d, f)| d.len() == 20 && !f));
+        assert!(s.cut(100, 20).is_none());
+        let (seq, d, fin) = s.cut(100, 1000).unwrap();
+        assert_eq!((seq, d.len(), fin), (20, 30, true));
+        assert!(s.cut(100, 1000).is_none());
+    }
+
+    #[test]
+    fn bare_fin_after_everything_sent() {
+        let mut s = SendBuffer::new(1000);
+        s.write(&[0; 10]);
+        let (_, d, fin) = s.cut(100, 1000).unwrap();
+        assert!(!fin && d.len() == 10);
+        s.finish();
+        assert_eq!(s.cut(100, 0), Some((10, Bytes::new(), true)));
+    }
+
+    #[test]
+    fn cumulative_ack_keeps_fin_marker_at_boundary() {
+        let mut s = SendBuffer::new(1000);
+        s.write(&[0; 10]);
+        let (q, d, f) = s.cut(100, 1000).unwrap();
+        s.insert(q, d, f, LinkId(0), Time::ZERO);
+        s.finish();
+        let (q, d, f) = s.cut(100, 1000).unwrap();
+        s.insert(q, d, f, LinkId(0), Time::ZERO);
+        assert_eq!(s.ack_cumulative(10), 10);
+        assert!(!s.all_acked());
+        assert_eq!(s.ack(10), Some(0));
+        assert!(s.all_acked());
+    }
+
+    #[test]
+    fn lost_chunk_is_resent_unless_another_copy_flies() {
+        let mut s = SendBuffer::new(1000);
+        s.write(&[0; 10]);
+        let (q, d, f) = s.cut(100, 1000).unwrap();
+        s.insert(q, d, f, LinkId(0), Time::ZERO);
+        s.resent(0, LinkId(1), Time::ZERO);
+        s.lost_on(0, LinkId(0));
+        assert_eq!(s.next_resend(LinkId(2)), None);
+        s.lost_on(0, LinkId(1));
+        assert_eq!(s.next_resend(LinkId(2)), Some(0));
+    }
+}

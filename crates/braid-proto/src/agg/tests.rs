@@ -1,0 +1,466 @@
+//! Engine tests on a minimal in-file pair of endpoints joined by rate-limited FIFO links.
+//! The full simulator (scenarios, figures, random schedules) is the `braid-sim` crate.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::*;
+use crate::Time;
+
+/// One direction of a link: bytes depart at `rate` and arrive `delay` later.
+struct Pipe {
+    rate: f64,
+    delay: Duration,
+    buffer: usize,
+    busy_until: Time,
+    /// (departure end, bytes) not yet departed or arrived.
+    queue: VecDeque<(Time, Vec<u8>)>,
+    alive: bool,
+}
+
+impl Pipe {
+    fn unsent(&self, now: Time) -> usize {
+        self.queue
+            .iter()
+            .filter(|(t, _)| *t > now)
+            .map(|(_, b)| b.len())
+            .sum()
+    }
+    fn push(&mut self, now: Time, bytes: Vec<u8>) {
+        let start = self.busy_until.max(now);
+        let end = start + Duration::from_secs_f64(bytes.len() as f64 / self.rate);
+        self.busy_until = end;
+        self.queue.push_back((end, bytes));
+    }
+    fn next_event(&self) -> Option<Time> {
+        self.queue.front().map(|(t, _)| *t + self.delay)
+    }
+}
+
+struct Pair {
+    ends: [Connection; 2],
+    /// links[i] = (id at end 0, id at end 1, pipe 0→1, pipe 1→0)
+    links: Vec<(LinkId, LinkId, Pipe, Pipe)>,
+    now: Time,
+}
+
+impl Pair {
+    fn new(config: Config) -> Self {
+        Pair {
+            ends: [
+                Connection::new(config.clone(), Time::ZERO),
+                Connection::new(config, Time::ZERO),
+            ],
+            links: Vec::new(),
+            now: Time::ZERO,
+        }
+    }
+
+    fn add_link(&mut self, mbit: f64, delay_ms: u64) {
+        let pipe = || Pipe {
+            rate: mbit * 1e6 / 8.0,
+            delay: Duration::from_millis(delay_ms),
+            buffer: 32 * 1024,
+            busy_until: Time::ZERO,
+            queue: VecDeque::new(),
+            alive: true,
+        };
+        let a = self.ends[0].add_link(self.now);
+        let b = self.ends[1].add_link(self.now);
+        self.links.push((a, b, pipe(), pipe()));
+    }
+
+    fn pump(&mut self) {
+        let now = self.now;
+        for (a, b, p01, p10) in &mut self.links {
+            for (end, id, pipe) in [(0, *a, &mut *p01), (1, *b, &mut *p10)] {
+                loop {
+                    let room = pipe.buffer.saturating_sub(pipe.unsent(now));
+                    if room == 0 {
+                        break;
+                    }
+                    let mut out = Vec::new();
+                    if self.ends[end].poll_transmit(id, now, room, &mut out) == 0 {
+                        break;
+                    }
+                    if pipe.alive {
+                        pipe.push(now, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advances to the next event; returns false when nothing is left to happen.
+    fn step(&mut self, deadline: Time) -> bool {
+        self.pump();
+        let now = self.now;
+        let pipes = self.links.iter().flat_map(|(_, _, p, q)| [p, q]);
+        let arrivals = pipes.clone().filter_map(Pipe::next_event);
+        // Departures free buffer room (a reason to poll again).
+        let departures = pipes.flat_map(|p| p.queue.iter().map(|(t, _)| *t).find(|t| *t > now));
+        // A timer already due but not cleared (say, a keepalive on a full link) is retried
+        // a millisecond later rather than spun on.
+        let timers = self
+            .ends
+            .iter()
+            .filter_map(|e| e.poll_timeout())
+            .map(|t| t.max(now + Duration::from_millis(1)));
+        let next = arrivals.chain(departures).chain(timers).min();
+        let Some(next) = next else { return false };
+        if next > deadline {
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        for (a, b, p01, p10) in &mut self.links {
+            for (end, id, pipe) in [(1, *b, &mut *p01), (0, *a, &mut *p10)] {
+                while pipe
+                    .queue
+                    .front()
+                    .is_some_and(|(t, _)| *t + pipe.delay <= now)
+                {
+                    let (_, bytes) = pipe.queue.pop_front().expect("front");
+                    self.ends[end].handle_input(id, &bytes, now);
+                }
+            }
+        }
+        for e in &mut self.ends {
+            if e.poll_timeout().is_some_and(|t| t <= now) {
+                e.handle_timeout(now);
+            }
+        }
+        true
+    }
+}
+
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// Sends `size` bytes 0→1, reads them all, checks order; returns (completion time, pair).
+fn transfer(pair: &mut Pair, size: u64, limit: Duration, at: impl FnMut(&mut Pair)) -> Time {
+    transfer_gaps(pair, size, limit, at).0
+}
+
+/// Like [`transfer`], also returning the longest gap in in-order delivery after 0.5 s.
+fn transfer_gaps(
+    pair: &mut Pair,
+    size: u64,
+    limit: Duration,
+    mut at: impl FnMut(&mut Pair),
+) -> (Time, Duration) {
+    let (mut written, mut read) = (0u64, 0u64);
+    let (mut last_progress, mut gap) = (Time::ZERO, Duration::ZERO);
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Time::ZERO + limit;
+    loop {
+        while written < size {
+            let n = (size - written).min(buf.len() as u64) as usize;
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = pattern(written + i as u64);
+            }
+            let took = pair.ends[0].write(&buf[..n]).unwrap();
+            written += took as u64;
+            if took < n {
+                break;
+            }
+        }
+        if written == size {
+            let _ = pair.ends[0].finish();
+        }
+        loop {
+            match pair.ends[1].read(usize::MAX).unwrap() {
+                Read::Data(d) => {
+                    for (i, b) in d.iter().enumerate() {
+                        assert_eq!(
+                            *b,
+                            pattern(read + i as u64),
+                            "byte {} wrong",
+                            read + i as u64
+                        );
+                    }
+                    read += d.len() as u64;
+                    if pair.now > Time::from_micros(500_000) {
+                        gap = gap.max(pair.now - last_progress);
+                    }
+                    last_progress = pair.now;
+                }
+                Read::Finished => {
+                    assert_eq!(read, size);
+                    return (pair.now, gap);
+                }
+                Read::Blocked => break,
+            }
+        }
+        at(pair);
+        assert!(
+            pair.step(deadline),
+            "stalled at {:?} with {read}/{size} read",
+            pair.now
+        );
+    }
+}
+
+#[test]
+fn single_link_delivers_everything_in_order() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(100.0, 5);
+    let t = transfer(&mut p, 3_000_000, Duration::from_secs(30), |_| {});
+    assert!(t.as_secs_f64() < 1.0, "{t:?}");
+}
+
+#[test]
+fn three_links_reach_their_sum() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(40.0, 5);
+    p.add_link(20.0, 15);
+    p.add_link(10.0, 40);
+    let size = 40_000_000u64;
+    let t = transfer(&mut p, size, Duration::from_secs(60), |_| {});
+    let goodput = size as f64 * 8.0 / t.as_secs_f64() / 1e6;
+    for (a, _, _, _) in &p.links {
+        eprintln!("{:?}", p.ends[0].link_stats(*a).unwrap());
+    }
+    eprintln!(
+        "goodput {goodput:.1} Mbit/s in {t:?}, {:?}",
+        p.ends[0].stats()
+    );
+    assert!(goodput > 0.9 * 70.0, "goodput {goodput:.1}");
+}
+
+#[test]
+fn silent_death_loses_nothing() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(40.0, 5);
+    p.add_link(20.0, 15);
+    let mut killed = false;
+    let (t, gap) = transfer_gaps(&mut p, 20_000_000, Duration::from_secs(60), |p| {
+        if !killed && p.now >= Time::from_micros(1_000_000) {
+            killed = true;
+            p.links[0].2.alive = false;
+            p.links[0].3.alive = false;
+            p.links[0].2.queue.clear();
+            p.links[0].3.queue.clear();
+        }
+    });
+    assert!(killed);
+    eprintln!(
+        "done at {t:?}, longest stall {gap:?}, {:?}",
+        p.ends[0].stats()
+    );
+    assert!(gap < Duration::from_millis(300), "stall {gap:?}");
+}
+
+#[test]
+fn slow_link_never_pulls_below_fast_alone() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(50.0, 5);
+    p.add_link(2.0, 20);
+    let size = 30_000_000u64;
+    let t = transfer(&mut p, size, Duration::from_secs(60), |_| {});
+    let goodput = size as f64 * 8.0 / t.as_secs_f64() / 1e6;
+    eprintln!("50+2: {goodput:.1} Mbit/s");
+    assert!(goodput > 49.0, "goodput {goodput:.1}");
+}
+
+#[test]
+fn eight_mixed_links() {
+    let mut p = Pair::new(Config {
+        recv_window: 32 << 20,
+        send_buffer: 32 << 20,
+        ..Config::default()
+    });
+    let links = [
+        (100.0, 1),
+        (50.0, 10),
+        (20.0, 30),
+        (10.0, 150),
+        (5.0, 80),
+        (2.0, 5),
+        (1.0, 60),
+        (30.0, 100),
+    ];
+    for (r, d) in links {
+        p.add_link(r, d);
+    }
+    let size = 150_000_000u64;
+    let t = transfer(&mut p, size, Duration::from_secs(60), |_| {});
+    let goodput = size as f64 * 8.0 / t.as_secs_f64() / 1e6;
+    let sum: f64 = links.iter().map(|l| l.0).sum();
+    eprintln!(
+        "eight: {goodput:.1} of {sum} Mbit/s, {:?}",
+        p.ends[1].stats()
+    );
+    assert!(goodput > 0.9 * sum, "goodput {goodput:.1}");
+}
+
+#[test]
+fn stopped_reader_stops_sender_within_window() {
+    let config = Config {
+        recv_window: 1 << 20,
+        send_buffer: 2 << 20,
+        ..Config::default()
+    };
+    let mut p = Pair::new(config.clone());
+    p.add_link(100.0, 5);
+    p.add_link(20.0, 15);
+    let taken = p.ends[0].write(&vec![7u8; 10 << 20]).unwrap();
+    assert_eq!(
+        taken as u64, config.send_buffer,
+        "the send buffer bounds what write takes"
+    );
+    let limit = Time::ZERO + Duration::from_secs(3);
+    while p.step(limit) {}
+    let (s0, s1) = (p.ends[0].stats(), p.ends[1].stats());
+    assert_eq!(
+        s1.recv_buffered, config.recv_window,
+        "receiver holds exactly its window"
+    );
+    assert_eq!(s1.recv_buffered_peak, config.recv_window);
+    assert_eq!(
+        s0.bytes_acked, config.recv_window,
+        "sender stopped at the window"
+    );
+    assert!(s0.send_buffered_peak <= config.send_buffer);
+    // The reader resumes: the window reopens and everything arrives.
+    let mut got = 0;
+    let limit = Time::ZERO + Duration::from_secs(10);
+    while got < config.send_buffer {
+        while let Read::Data(d) = p.ends[1].read(usize::MAX).unwrap() {
+            got += d.len() as u64;
+        }
+        if got < config.send_buffer {
+            assert!(p.step(limit), "stalled after resume at {got}");
+        }
+    }
+}
+
+#[test]
+fn both_directions_at_once() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(40.0, 5);
+    p.add_link(20.0, 15);
+    let size = 10_000_000u64;
+    let mut done = [false; 2];
+    let mut got = [0u64; 2];
+    let mut sent = [0u64; 2];
+    let chunk = vec![0u8; 1 << 16];
+    let limit = Time::ZERO + Duration::from_secs(30);
+    while !(done[0] && done[1]) {
+        for e in 0..2 {
+            while sent[e] < size {
+                let n = (size - sent[e]).min(chunk.len() as u64) as usize;
+                let k = p.ends[e].write(&chunk[..n]).unwrap();
+                sent[e] += k as u64;
+                if k < n {
+                    break;
+                }
+            }
+            if sent[e] == size {
+                let _ = p.ends[e].finish();
+            }
+            loop {
+                match p.ends[e].read(usize::MAX).unwrap() {
+                    Read::Data(d) => got[e] += d.len() as u64,
+                    Read::Finished => {
+                        done[e] = true;
+                        break;
+                    }
+                    Read::Blocked => break,
+                }
+            }
+        }
+        assert!(p.step(limit), "stalled: {got:?}");
+    }
+    assert_eq!(got, [size, size]);
+    let t = p.now.as_secs_f64();
+    eprintln!("both ways: {:.1} Mbit/s each", size as f64 * 8.0 / t / 1e6);
+    assert!(size as f64 * 8.0 / t / 1e6 > 50.0);
+    // Both ends close once everything is acknowledged.
+    for _ in 0..1000 {
+        if p.ends.iter().all(Connection::is_closed) {
+            break;
+        }
+        p.step(limit);
+    }
+    assert!(p.ends.iter().all(|e| e.is_closed() && e.error().is_none()));
+}
+
+mod hostile_peer {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a peer sends, the engine never panics, kills at most that link, and its
+        /// buffers stay within their limits.
+        #[test]
+        fn garbage_kills_only_the_link(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..20), data_first in any::<bool>()) {
+            let config = Config { recv_window: 4096, ..Config::default() };
+            let mut c = Connection::new(config, Time::ZERO);
+            let bad = c.add_link(Time::ZERO);
+            let good = c.add_link(Time::ZERO);
+            let mut t = Time::ZERO;
+            if data_first {
+                c.write(b"x").unwrap();
+            }
+            for bytes in &chunks {
+                t += Duration::from_millis(3);
+                c.handle_input(bad, bytes, t);
+                let mut out = Vec::new();
+                c.poll_transmit(bad, t, 1 << 16, &mut out);
+                c.poll_transmit(good, t, 1 << 16, &mut out);
+                c.handle_timeout(t);
+            }
+            prop_assert!(c.stats().recv_buffered <= 4096);
+            prop_assert!(!c.is_closed() || c.error().is_some());
+            prop_assert!(c.links().contains(&good) || c.stats().links_died > 0);
+        }
+
+        /// Valid frames with hostile values (acks for unsent data, data beyond the window,
+        /// conflicting ends of stream) are violations that drop the link, nothing more.
+        #[test]
+        fn hostile_frames_are_contained(frames in proptest::collection::vec(arb_frame(), 1..30)) {
+            let mut c = Connection::new(Config { recv_window: 1 << 16, ..Config::default() }, Time::ZERO);
+            let l = c.add_link(Time::ZERO);
+            let spare = c.add_link(Time::ZERO);
+            c.write(&[1u8; 40_000]).unwrap();
+            let mut out = Vec::new();
+            c.poll_transmit(l, Time::ZERO, 1 << 20, &mut out);
+            let mut wire = bytes::BytesMut::new();
+            for f in &frames {
+                f.encode(&mut wire);
+            }
+            c.handle_input(l, &wire, Time::from_micros(1000));
+            prop_assert!(c.stats().recv_buffered <= 1 << 16);
+            prop_assert!(c.links().contains(&spare));
+            while let Ok(Read::Data(_)) = c.read(usize::MAX) {}
+        }
+    }
+
+    fn arb_frame() -> impl Strategy<Value = frame::Frame> {
+        use frame::Frame;
+        prop_oneof![
+            (0u64..200_000, 0u8..4, 0usize..20_000).prop_map(|(seq, flags, n)| Frame::Data {
+                seq,
+                flags,
+                payload: bytes::Bytes::from(vec![0u8; n])
+            }),
+            (0u64..10, 0u64..100_000, any::<u64>()).prop_map(|(a, b, w)| Frame::Ack {
+                link_frames: a,
+                cumulative: b,
+                window_end: w
+            }),
+            any::<u64>().prop_map(|token| Frame::Ping { token }),
+            any::<u64>().prop_map(|token| Frame::Pong { token }),
+            Just(Frame::LinkClose),
+            Just(Frame::Hello {
+                version: 1,
+                flags: 0,
+                conn: frame::ConnectionId::NEW
+            }),
+        ]
+    }
+}
