@@ -303,7 +303,14 @@ impl Session {
         poll_fn(|cx| self.poll_accept(cx)).await
     }
 
-    /// Polls for the next inbound stream, as [`accept`](Self::accept) does.
+    /// Polls for the next inbound stream, as [`accept`](Self::accept) does; for adapters such
+    /// as a listener type that a server framework polls.
+    ///
+    /// ```no_run
+    /// # async fn run(session: braid::mux::Session) {
+    /// let next = std::future::poll_fn(|cx| session.poll_accept(cx)).await;
+    /// # }
+    /// ```
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Option<Stream>> {
         let mut st = self.shared.lock();
         if let Some(id) = st.conn.accept() {
