@@ -515,6 +515,10 @@ fn main() {
         println!("\n## 100 concurrent bulk streams (one session) vs one raw TCP connection");
         let pairs = streams(&Kind::Braid, 100).await;
         let br = bulk(pairs.client, pairs.server, dur).await;
+        if profile.as_deref() == Some("braid") {
+            println!("braid {:.2} Gbit/s", gbit(br.iter().sum(), dur));
+            return;
+        }
         let pairs = streams(&Kind::Yamux, 100).await;
         let ya = bulk(pairs.client, pairs.server, dur).await;
         let raw100 = raw_tcp(100, dur).await;

@@ -321,3 +321,45 @@ async fn read_chunk_returns_data_without_copy_and_none_at_end() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_peer_speaking_garbage_gets_go_away_protocol_error() {
+    within(30, async {
+        let (mut raw, s) = tcp_pair().await;
+        let server = Session::server(s, config());
+        raw.write_all(&[9u8; 12]).await.unwrap(); // version 9
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        // Frames: the start-up ping, then GoAway with code 1 (protocol error).
+        let frames: Vec<&[u8]> = got.chunks(12).collect();
+        let last = frames.last().unwrap();
+        assert_eq!(&last[..2], &[0, 3], "a GoAway frame");
+        assert_eq!(&last[8..12], &1u32.to_be_bytes());
+        match server.closed().await {
+            SessionError::Closed(ConnectionError::PeerMisbehaved(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_vanished_peer_fails_streams_instead_of_hanging() {
+    within(30, async {
+        let (c, mut raw) = tcp_pair().await;
+        let client = Session::client(c, config());
+        let mut st = client.open().await.unwrap();
+        st.write_all(b"hello").await.unwrap();
+        let mut some = [0u8; 12];
+        raw.read_exact(&mut some).await.unwrap();
+        // The peer's socket goes away without a GoAway.
+        drop(raw);
+        let mut buf = [0u8; 16];
+        let r = st.read(&mut buf).await;
+        assert!(r.is_err(), "a read on a dead session fails: {r:?}");
+        client.closed().await;
+        assert!(client.open().await.is_err());
+        assert!(st.write_all(b"more").await.is_err());
+    })
+    .await;
+}
