@@ -363,3 +363,27 @@ async fn a_vanished_peer_fails_streams_instead_of_hanging() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn keeps_reading_while_its_writes_are_blocked() {
+    within(60, async {
+        // A peer that floods pings and never reads: our answers back up, yet we must keep
+        // consuming its input (both sides blocked on writes is rust-yamux#227's deadlock).
+        let (mut raw, s) = tcp_pair().await;
+        let server = Session::server(s, config());
+        let mut ping = [0u8; 12];
+        ping[1] = 2; // Ping
+        ping[3] = 1; // SYN
+        let flood: Vec<u8> = ping.iter().copied().cycle().take(12 * 1_000_000).collect();
+        raw.write_all(&flood).await.unwrap(); // completes only if the session keeps reading
+        // A stream opened after the flood still arrives.
+        let mut syn = [0u8; 12];
+        syn[1] = 1; // WindowUpdate
+        syn[3] = 1; // SYN
+        syn[7] = 1; // stream 1
+        raw.write_all(&syn).await.unwrap();
+        let st = server.accept().await.unwrap();
+        assert_eq!(st.id(), 1);
+    })
+    .await;
+}
