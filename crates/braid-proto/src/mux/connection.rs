@@ -978,7 +978,9 @@ impl Connection {
             let room = (s.send_credit as usize)
                 .min(send_buffer)
                 .saturating_sub(s.send_buf.len());
-            if s.write_waiting && room > 0 {
+            // Wake a blocked writer once half its buffer has drained, not after every frame:
+            // one wake-up refills many frames.
+            if s.write_waiting && room > 0 && s.send_buf.len() <= send_buffer / 2 {
                 s.write_waiting = false;
                 self.events.push_back(Event::Writable(id));
             }
@@ -1014,7 +1016,10 @@ impl Connection {
             s.grant_pending = false;
             if !s.fin_received {
                 // credit + buffered + consumed = window; grant what brings credit back.
-                delta = s.recv_window - s.recv_credit - s.recv_buffered;
+                delta = s
+                    .recv_window
+                    .saturating_sub(s.recv_credit)
+                    .saturating_sub(s.recv_buffered);
                 s.recv_credit += delta;
                 s.recv_consumed = 0;
             }
