@@ -64,7 +64,8 @@ impl Output {
 }
 
 pub(crate) struct Driver<T> {
-    io: T,
+    /// Boxed and pinned, so transports that are not `Unpin` work too.
+    io: Pin<Box<T>>,
     shared: Arc<Shared>,
     read_buf: BytesMut,
     write_buf: Output,
@@ -76,11 +77,11 @@ pub(crate) struct Driver<T> {
     linger_until: Option<tokio::time::Instant>,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
+impl<T: AsyncRead + AsyncWrite> Driver<T> {
     pub(crate) fn new(io: T, shared: Arc<Shared>) -> Self {
         let vectored = io.is_write_vectored();
         Driver {
-            io,
+            io: Box::pin(io),
             shared,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: if vectored {
@@ -118,7 +119,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
                 self.read_buf.reserve(READ_CHUNK);
             }
-            match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+            match poll_read_buf(self.io.as_mut(), cx, &mut self.read_buf) {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
                     let mut st = self.shared.lock();
@@ -166,7 +167,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         // Write the batch.
         while !self.write_buf.is_empty() {
             let res = match &self.write_buf {
-                Output::Flat(b) => Pin::new(&mut self.io).poll_write(cx, b),
+                Output::Flat(b) => self.io.as_mut().poll_write(cx, b),
                 Output::Vectored(c) => {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut k = 0;
@@ -174,7 +175,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                         slices[k] = IoSlice::new(chunk);
                         k += 1;
                     }
-                    Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k])
+                    self.io.as_mut().poll_write_vectored(cx, &slices[..k])
                 }
             };
             match res {
@@ -195,7 +196,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             }
         }
         if self.write_buf.is_empty() && self.needs_flush {
-            match Pin::new(&mut self.io).poll_flush(cx) {
+            match self.io.as_mut().poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.needs_flush = false,
                 Poll::Ready(Err(e)) => {
                     self.fail_io(e);
@@ -226,7 +227,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
+impl<T: AsyncRead + AsyncWrite> Future for Driver<T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -246,7 +247,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
         }
         if this.linger_until.is_none() {
             // Best effort: the session is over either way.
-            if Pin::new(&mut this.io).poll_shutdown(cx).is_pending() {
+            if this.io.as_mut().poll_shutdown(cx).is_pending() {
                 return Poll::Pending;
             }
             let mut st = this.shared.lock();
@@ -271,7 +272,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Driver<T> {
             if this.read_buf.capacity() < 64 * 1024 {
                 this.read_buf.reserve(64 * 1024);
             }
-            match poll_read_buf(Pin::new(&mut this.io), cx, &mut this.read_buf) {
+            match poll_read_buf(this.io.as_mut(), cx, &mut this.read_buf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return Poll::Pending,

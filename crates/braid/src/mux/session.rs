@@ -195,7 +195,7 @@ impl Session {
     /// ```
     pub fn client<T>(io: T, config: Config) -> Session
     where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        T: AsyncRead + AsyncWrite + Send + 'static,
     {
         Self::new(io, config, Side::Client)
     }
@@ -214,14 +214,14 @@ impl Session {
     /// ```
     pub fn server<T>(io: T, config: Config) -> Session
     where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        T: AsyncRead + AsyncWrite + Send + 'static,
     {
         Self::new(io, config, Side::Server)
     }
 
     fn new<T>(io: T, config: Config, side: Side) -> Session
     where
-        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let epoch = Instant::now();
         let conn = Connection::new(side, config, Time::ZERO);
