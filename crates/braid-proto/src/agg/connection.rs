@@ -391,7 +391,8 @@ impl Connection {
         if self.state != State::Open && self.state != State::Closed {
             return 0;
         }
-        let best = self.best_link_for_control();
+        let window_update =
+            self.window_update_pending && self.best_link_for_control() == Some(link);
         let Some(l) = self.links.get_mut(&link) else {
             return 0;
         };
@@ -403,7 +404,6 @@ impl Connection {
         }
         let ping_due =
             l.ping_outstanding.is_none() && now >= l.last_ping_sent + self.config.keepalive;
-        let window_update = self.window_update_pending && best == Some(link);
         if l.ack_pending || ping_due || window_update {
             l.ack_pending = false;
             Frame::Ack {

@@ -1,0 +1,46 @@
+//! Issue 2, test 3: the 40 Mbit/s link dies silently mid-transfer. Nothing is lost, in-order
+//! delivery resumes within 300 ms of the death, and goodput reaches 90% of the remaining
+//! links' capacity within 1 s.
+
+mod common;
+
+#[test]
+fn silent_death_of_the_fastest_link() {
+    let s = common::scenario("failover.toml", 1);
+    for r in common::run(&s) {
+        common::assert_exact(&r);
+        let d = &r.directions[0];
+        assert_eq!(d.deaths.len(), 1);
+        let death = &d.deaths[0];
+        let resumed = death.resumed_ms.expect("delivery after the death");
+        assert!(
+            resumed <= 300.0,
+            "seed {}: in-order delivery resumed {resumed:.0} ms after the death (stall {:.0} ms)",
+            r.seed,
+            death.stall_ms.unwrap_or(0.0)
+        );
+        let recovered = death.recovered_90_ms;
+        assert!(
+            recovered.is_some_and(|ms| ms <= 1000.0),
+            "seed {}: goodput reached 90% of the remaining capacity after {recovered:?} ms",
+            r.seed
+        );
+    }
+}
+
+#[test]
+fn loud_death_of_the_fastest_link() {
+    let mut s = common::scenario("failover.toml", 1);
+    s.name = Some("failover-loud".into());
+    s.event[0].kind = braid_sim::scenario::EventKind::LoudDeath;
+    for r in common::run(&s) {
+        common::assert_exact(&r);
+        let death = &r.directions[0].deaths[0];
+        let resumed = death.resumed_ms.expect("delivery after the death");
+        assert!(
+            resumed <= 300.0,
+            "seed {}: resumed after {resumed:.0} ms",
+            r.seed
+        );
+    }
+}
