@@ -3,4 +3,6 @@
 //! This crate is the tokio driver and public API over the state machines of `braid-proto`.
 #![warn(missing_docs)]
 
+pub mod mux;
+
 pub use braid_proto as proto;
