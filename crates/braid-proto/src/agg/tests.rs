@@ -464,3 +464,28 @@ mod hostile_peer {
         ]
     }
 }
+
+/// Regression: a keepalive due on a link the driver cannot write to (no room) must not
+/// leave a deadline in the past, or drivers that trust `poll_timeout` spin.
+#[test]
+fn keepalive_on_a_full_link_leaves_no_past_deadline() {
+    let mut c = Connection::new(Config::default(), Time::ZERO);
+    let l = c.add_link(Time::ZERO);
+    let mut t = Time::ZERO;
+    for _ in 0..50 {
+        let next = c.poll_timeout().expect("a live link has a deadline");
+        assert!(next >= t, "deadline {next:?} before now {t:?}");
+        t = next;
+        c.handle_timeout(t);
+        if c.is_closed() || c.links().is_empty() {
+            break;
+        }
+    }
+    // The link was never polled, so its pings never left: it is eventually declared dead
+    // only if it owed an answer; a requested ping goes out at the first transmit chance.
+    let mut out = Vec::new();
+    if c.links().contains(&l) {
+        c.poll_transmit(l, t, 1 << 16, &mut out);
+        assert!(!out.is_empty(), "the requested ping goes out");
+    }
+}
