@@ -1,6 +1,7 @@
 //! braid's protocols as pure state machines, without I/O, tokio or clocks.
 //!
 //! - [`agg`]: the aggregation engine, which carries one ordered byte stream over many links.
+//! - [`mux`]: the yamux stream multiplexer, many streams over one ordered byte stream.
 //!
 //! Time is passed in as [`Time`]; nothing here reads a clock or touches a socket, so the same
 //! inputs always give the same outputs. That is what lets `braid-sim` run thousands of link
@@ -8,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod agg;
+pub mod mux;
 mod time;
 
 pub use time::Time;

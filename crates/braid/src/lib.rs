@@ -49,6 +49,7 @@ pub mod client;
 mod connection;
 mod driver;
 mod join;
+pub mod mux;
 pub mod secure;
 pub mod server;
 pub mod spec;

@@ -391,7 +391,8 @@ impl Connection {
         if self.state != State::Open && self.state != State::Closed {
             return 0;
         }
-        let best = self.best_link_for_control();
+        let window_update =
+            self.window_update_pending && self.best_link_for_control() == Some(link);
         let Some(l) = self.links.get_mut(&link) else {
             return 0;
         };
@@ -401,9 +402,8 @@ impl Connection {
         for token in l.pongs_pending.drain(..) {
             Frame::Pong { token }.encode(out);
         }
-        let ping_due =
-            l.ping_outstanding.is_none() && now >= l.last_ping_sent + self.config.keepalive;
-        let window_update = self.window_update_pending && best == Some(link);
+        let ping_due = l.ping_requested
+            || (l.ping_outstanding.is_none() && now >= l.last_ping_sent + self.config.keepalive);
         if l.ack_pending || ping_due || window_update {
             l.ack_pending = false;
             Frame::Ack {
@@ -419,6 +419,7 @@ impl Connection {
             let token = self.next_ping;
             self.next_ping += 1;
             l.ping_outstanding = Some((token, now));
+            l.ping_requested = false;
             l.last_ping_sent = now;
             Frame::Ping { token }.encode(out);
         }
@@ -579,6 +580,16 @@ impl Connection {
         for id in expired {
             self.kill(id, LinkDeath::Timeout, now);
         }
+        let keepalive = self.config.keepalive;
+        for l in self
+            .links
+            .values_mut()
+            .filter(|l| l.is_live() && !l.close_sent)
+        {
+            if l.ping_outstanding.is_none() && now >= l.last_ping_sent + keepalive {
+                l.ping_requested = true;
+            }
+        }
         if let Some(since) = self.no_links_since {
             if since == Time::ZERO && !self.links.values().any(Link::is_live) {
                 self.no_links_since = Some(now);
@@ -600,7 +611,9 @@ impl Connection {
         );
         let links = self.links.values().filter(|l| l.is_live()).flat_map(|l| {
             let dead = l.awaiting_since().map(|s| s + l.timeout(floor, rtts));
-            let ping = (l.ping_outstanding.is_none() && !l.close_sent)
+            // A requested ping waits for the driver's next `poll_transmit` on the link, not
+            // for a timer: a deadline in the past would make drivers spin.
+            let ping = (l.ping_outstanding.is_none() && !l.close_sent && !l.ping_requested)
                 .then(|| l.last_ping_sent + self.config.keepalive);
             [dead, ping].into_iter().flatten()
         });

@@ -134,6 +134,8 @@ pub(crate) struct Link {
     pub last_recv: Time,
     pub last_ping_sent: Time,
     pub ping_outstanding: Option<(u64, Time)>,
+    /// The keepalive timer fired: send a ping at the next transmit opportunity.
+    pub ping_requested: bool,
 
     // Graceful leave.
     pub close_sent: bool,
@@ -168,6 +170,7 @@ impl Link {
             last_recv: now,
             last_ping_sent: Time::ZERO,
             ping_outstanding: None,
+            ping_requested: false,
             close_sent: false,
             close_received: false,
             stats: LinkStats::default(),

@@ -89,6 +89,7 @@ impl ReorderBuffer {
 
     pub fn insert(&mut self, seq: u64, data: Bytes, fin: bool) -> Result<Inserted, RecvViolation> {
         let end = seq + data.len() as u64;
+        let was_readable = self.has_readable();
         if fin {
             match self.fin_at {
                 Some(f) if f != end => return Err(RecvViolation::BadFin),
@@ -99,7 +100,6 @@ impl ReorderBuffer {
         if self.fin_at.is_some_and(|f| end > f) {
             return Err(RecvViolation::BadFin);
         }
-        let was_readable = self.has_readable();
         if end <= self.next || self.pending.contains_key(&seq) {
             self.duplicate_bytes += data.len() as u64;
         } else {
@@ -214,6 +214,23 @@ mod tests {
         }
         assert_eq!(total, 15);
         assert_eq!(r.buffered(), 0);
+    }
+
+    /// Regression: a bare end-of-stream marker (zero-length FIN chunk) after all data was
+    /// read makes the stream readable (it reads as finished).
+    #[test]
+    fn lone_fin_is_readable() {
+        let mut r = ReorderBuffer::new(100);
+        r.insert(0, b(5, 0), false).unwrap();
+        r.read(10).unwrap();
+        assert!(!r.has_readable());
+        assert_eq!(r.insert(5, Bytes::new(), true), Ok(Inserted::Readable));
+        assert!(r.fin_received());
+        assert_eq!(
+            r.insert(5, Bytes::new(), true),
+            Ok(Inserted::Nothing),
+            "a resent FIN is a duplicate"
+        );
     }
 
     #[test]

@@ -52,19 +52,18 @@ pub(crate) fn worth_sending(
     c: &Config,
 ) -> bool {
     let init = c.initial_link_window;
-    // Progress: the link expected to deliver first never waits, or every link could wait
-    // for the others (ties, inconsistent estimates) and the data would never leave.
-    if best_with_room(links, now, len, c) == Some(id) {
-        return true;
-    }
     let mine = links[&id].expected_delivery(now, len, init);
-    // Links that start delivering before this one would finish: when would they have
-    // delivered the whole backlog between them? Link `m` delivers `rate_m × (t − start_m)`
-    // bytes by `t`, so together they finish at `t = (backlog + Σ rate_m·start_m) / Σ rate_m`.
+    // Links that would deliver this chunk sooner: when would they have delivered the whole
+    // backlog between them? Link `m` delivers `rate_m × (t − start_m)` bytes by `t`, so
+    // together they finish at `t = (backlog + Σ rate_m·start_m) / Σ rate_m`.
+    //
+    // "Sooner" compares like with like (each link's delivery of the same chunk), a strict
+    // order: the link that would deliver it first never waits, so links can't all wait for
+    // each other.
     let (mut rate_sum, mut weighted) = (0.0f64, 0.0f64);
     for l in links.values().filter(|l| l.id != id && usable(l)) {
-        let start = l.expected_delivery(now, 0, init);
-        if start < mine {
+        if l.expected_delivery(now, len, init) < mine {
+            let start = l.expected_delivery(now, 0, init);
             let r = l.rate(init);
             rate_sum += r;
             weighted += r * start.saturating_since(now).as_secs_f64();

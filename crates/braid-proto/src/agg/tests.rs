@@ -464,3 +464,32 @@ mod hostile_peer {
         ]
     }
 }
+
+/// Regression: a keepalive due on a link the driver cannot write to (no room) must not
+/// leave a deadline in the past, or drivers that trust `poll_timeout` spin.
+#[test]
+fn keepalive_on_a_full_link_leaves_no_past_deadline() {
+    let mut c = Connection::new(Config::default(), Time::ZERO);
+    let l = c.add_link(Time::ZERO);
+    let mut t = Time::ZERO;
+    for _ in 0..50 {
+        // With the keepalive requested and nothing owed, there may be no deadline at all.
+        let Some(next) = c.poll_timeout() else { break };
+        assert!(next >= t, "deadline {next:?} before now {t:?}");
+        t = next;
+        c.handle_timeout(t);
+        if c.is_closed() || c.links().is_empty() {
+            break;
+        }
+    }
+    // The link was never polled, so it owes nothing and stays live; the requested ping goes
+    // out at the first transmit chance.
+    assert!(c.links().contains(&l));
+    let mut out = Vec::new();
+    c.poll_transmit(l, t, 1 << 16, &mut out);
+    assert!(!out.is_empty(), "the requested ping goes out");
+    assert!(
+        c.poll_timeout().is_some_and(|d| d > t),
+        "now it awaits the pong"
+    );
+}

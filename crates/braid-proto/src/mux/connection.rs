@@ -1,0 +1,710 @@
+//! The session state machine: frames in, frames out, events for the application.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::config::{Config, INITIAL_WINDOW};
+use super::error::{ConnectionError, OpenError, StreamError};
+use super::frame::{Flags, GoAwayCode, Header, StreamId};
+use super::stream::{ResetBy, Stream, StreamState};
+use crate::Time;
+
+mod input;
+mod output;
+
+/// Which end of the underlying connection this is; decides stream id parity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Opens odd stream ids.
+    Client,
+    /// Opens even stream ids.
+    Server,
+}
+
+/// Something the application should know; drained with [`Connection::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new inbound stream can be taken with [`Connection::accept`].
+    Incoming,
+    /// A stream that returned [`StreamError::Blocked`] from a read can be read again
+    /// (data, FIN or RST arrived).
+    Readable(StreamId),
+    /// A stream that returned [`StreamError::Blocked`] from a write can be written again.
+    Writable(StreamId),
+    /// [`Connection::open`] returned [`OpenError::Blocked`] and may now succeed.
+    CanOpen,
+    /// A ping was answered.
+    Pong {
+        /// The ping's opaque value, as returned by [`Connection::ping`].
+        id: u32,
+        /// Round-trip time of that ping.
+        rtt: Duration,
+    },
+    /// The peer sent GoAway: it opens and accepts no new streams.
+    PeerGoAway(GoAwayCode),
+    /// The session is closed; nothing more will happen.
+    Closed(ConnectionError),
+}
+
+/// Data frame payload still to come in the input.
+#[derive(Clone, Copy, Debug)]
+struct PartialData {
+    stream: StreamId,
+    remaining: u32,
+    /// Deliver to the stream (false: discard).
+    deliver: bool,
+    flags: Flags,
+}
+
+const MAX_QUEUED_PONGS: usize = 64;
+const MAX_OUTSTANDING_PINGS: usize = 16;
+
+/// A yamux session without I/O.
+///
+/// Call order, as with quinn-proto's `Connection`:
+/// 1. feed received bytes with [`handle_input`](Self::handle_input) (complete frames are
+///    consumed, a partial one stays in the buffer; Data payloads are split off without copying);
+/// 2. drain [`poll_event`](Self::poll_event) and wake whoever waits;
+/// 3. fill an output buffer with [`poll_transmit`](Self::poll_transmit) and write it out;
+/// 4. arm a timer for [`poll_timeout`](Self::poll_timeout) and call
+///    [`handle_timeout`](Self::handle_timeout) when it fires.
+///
+/// Application calls ([`open`](Self::open), [`accept`](Self::accept), [`read`](Self::read),
+/// [`write`](Self::write), [`finish`](Self::finish), [`reset`](Self::reset)) may come at any time
+/// in between; after one, transmit again.
+///
+/// ```
+/// use braid_proto::mux::{Config, Connection, Side, Event};
+/// use braid_proto::Time;
+/// use bytes::BytesMut;
+///
+/// let now = Time::ZERO;
+/// let mut client = Connection::new(Side::Client, Config::default(), now);
+/// let mut server = Connection::new(Side::Server, Config::default(), now);
+/// let id = client.open().unwrap();
+/// client.write(id, b"hello").unwrap();
+/// client.finish(id).unwrap();
+///
+/// let mut wire = BytesMut::new();
+/// client.poll_transmit(now, &mut wire, 1 << 20);
+/// server.handle_input(now, &mut wire).unwrap();
+/// assert_eq!(server.poll_event(), Some(Event::Incoming));
+/// let sid = server.accept().unwrap();
+/// let mut buf = [0u8; 16];
+/// let n = server.read(now, sid, &mut buf).unwrap();
+/// assert_eq!(&buf[..n], b"hello");
+/// assert_eq!(server.read(now, sid, &mut buf), Ok(0)); // FIN: end of stream
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    side: Side,
+    config: Config,
+    streams: HashMap<StreamId, Stream>,
+    next_id: u32,
+    /// Inbound streams not yet accepted.
+    accept_queue: VecDeque<StreamId>,
+    /// Outbound streams not yet ACKed.
+    pending_open: usize,
+    open_waiting: bool,
+    accept_waiting: bool,
+    /// Session-level frames to send first (pongs, pings, GoAway, RSTs of unknown streams).
+    ctrl: VecDeque<Header>,
+    queued_pongs: usize,
+    /// Streams with a control frame due (SYN, ACK, window update, RST).
+    ctrl_streams: VecDeque<StreamId>,
+    /// Streams with data or FIN to send, served round-robin.
+    send_queue: VecDeque<StreamId>,
+    partial: Option<PartialData>,
+    events: VecDeque<Event>,
+    /// Sum of all streams' receive windows.
+    session_window: u64,
+    local_go_away: bool,
+    remote_go_away: bool,
+    /// GoAway code to send before closing.
+    closing: Option<GoAwayCode>,
+    error: Option<ConnectionError>,
+    pings: VecDeque<(u32, Time)>,
+    next_ping_id: u32,
+    next_keepalive: Option<Time>,
+    rtt: Option<Duration>,
+    /// Smallest RTT seen: the path's delay without queueing, used for auto-tuning.
+    min_rtt: Option<Duration>,
+}
+
+impl Connection {
+    /// A new session; `now` starts the keepalive clock.
+    pub fn new(side: Side, config: Config, now: Time) -> Self {
+        let next_keepalive = config.keepalive.map(|k| now + k);
+        let mut conn = Connection {
+            side,
+            next_id: match side {
+                Side::Client => 1,
+                Side::Server => 2,
+            },
+            config,
+            streams: HashMap::new(),
+            accept_queue: VecDeque::new(),
+            pending_open: 0,
+            open_waiting: false,
+            accept_waiting: false,
+            ctrl: VecDeque::new(),
+            queued_pongs: 0,
+            ctrl_streams: VecDeque::new(),
+            send_queue: VecDeque::new(),
+            partial: None,
+            events: VecDeque::new(),
+            session_window: 0,
+            local_go_away: false,
+            remote_go_away: false,
+            closing: None,
+            error: None,
+            pings: VecDeque::new(),
+            next_ping_id: 1,
+            next_keepalive,
+            rtt: None,
+            min_rtt: None,
+        };
+        if conn.config.probe_rtt_at_start {
+            let _ = conn.ping(now);
+        }
+        conn
+    }
+
+    /// This end's side.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Why the session ended, once it has.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// Whether the session has ended and everything due has been transmitted.
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some() && self.closing.is_none()
+    }
+
+    /// Whether a GoAway was sent and no stream is left: the connection can be shut down.
+    pub fn is_drained(&self) -> bool {
+        self.local_go_away && self.streams.is_empty() && self.ctrl.is_empty()
+    }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) has frames to emit.
+    pub fn wants_transmit(&self) -> bool {
+        self.closing.is_some()
+            || (self.error.is_none()
+                && !(self.ctrl.is_empty()
+                    && self.ctrl_streams.is_empty()
+                    && self.send_queue.is_empty()))
+    }
+
+    /// Whether the peer sent GoAway (it opens no more streams).
+    pub fn peer_went_away(&self) -> bool {
+        self.remote_go_away
+    }
+
+    /// Number of live streams (including released ones still finishing).
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Last measured round-trip time.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// The state of a stream, `None` once it is forgotten.
+    pub fn stream_state(&self, id: StreamId) -> Option<StreamState> {
+        self.streams.get(&id).map(Stream::state)
+    }
+
+    /// The current receive window of a stream (grows by auto-tuning).
+    pub fn stream_recv_window(&self, id: StreamId) -> Option<u32> {
+        self.streams.get(&id).map(|s| s.recv_window)
+    }
+
+    /// Bytes buffered for reading on a stream.
+    pub fn stream_readable(&self, id: StreamId) -> usize {
+        self.streams
+            .get(&id)
+            .map_or(0, |s| s.recv_buffered as usize)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---------------------------------------------------------------- application calls
+
+    /// Opens a stream. The SYN goes with its first frame (data, or an empty window update at
+    /// the next transmit).
+    ///
+    /// # Errors
+    /// [`OpenError::Blocked`] while `max_pending_open` streams await the peer's ACK (an
+    /// [`Event::CanOpen`] follows); the others are final.
+    pub fn open(&mut self) -> Result<StreamId, OpenError> {
+        if let Some(e) = &self.error {
+            return Err(OpenError::Closed(e.clone()));
+        }
+        if self.local_go_away || self.remote_go_away {
+            return Err(OpenError::GoingAway);
+        }
+        if self.streams.len() >= self.config.max_streams {
+            return Err(OpenError::TooManyStreams);
+        }
+        if self.pending_open >= self.config.max_pending_open {
+            self.open_waiting = true;
+            return Err(OpenError::Blocked);
+        }
+        let id = self.next_id;
+        if id == 0 || id > u32::MAX - 2 {
+            return Err(OpenError::IdsExhausted);
+        }
+        self.next_id += 2;
+        self.streams.insert(id, Stream::new(true, Time::ZERO));
+        self.session_window += u64::from(INITIAL_WINDOW);
+        self.pending_open += 1;
+        self.queue_ctrl(id);
+        Ok(id)
+    }
+
+    /// Takes the next inbound stream; it is ACKed with its next frame.
+    ///
+    /// `None` when there is none yet (an [`Event::Incoming`] follows when one arrives).
+    pub fn accept(&mut self) -> Option<StreamId> {
+        match self.accept_queue.pop_front() {
+            Some(id) => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.accepted = true;
+                    if s.reset.is_none() {
+                        s.ack_pending = true;
+                        self.queue_ctrl(id);
+                    }
+                }
+                Some(id)
+            }
+            None => {
+                self.accept_waiting = true;
+                None
+            }
+        }
+    }
+
+    /// Number of inbound streams waiting for [`accept`](Self::accept).
+    pub fn pending_accept(&self) -> usize {
+        self.accept_queue.len()
+    }
+
+    fn stream_error(&self, s: &Stream) -> Option<StreamError> {
+        match s.reset {
+            Some(ResetBy::Remote) => Some(StreamError::ResetByPeer),
+            Some(ResetBy::Local) => Some(StreamError::ResetLocally),
+            None => self.error.clone().map(StreamError::Closed),
+        }
+    }
+
+    /// Reads into `buf`; `Ok(0)` is the end of the stream (the peer's FIN).
+    ///
+    /// # Errors
+    /// [`StreamError::Blocked`] when nothing is buffered yet (an [`Event::Readable`] follows);
+    /// reset, closed and unknown streams.
+    pub fn read(&mut self, now: Time, id: StreamId, buf: &mut [u8]) -> Result<usize, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if s.recv_buffered == 0 {
+            if let Some(e) = self.stream_error(s) {
+                return Err(e);
+            }
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if s.recv_buffered == 0 {
+            if s.fin_received {
+                return Ok(0);
+            }
+            s.read_waiting = true;
+            return Err(StreamError::Blocked);
+        }
+        let n = s.read_into(buf);
+        self.consumed(now, id, n as u32);
+        Ok(n)
+    }
+
+    /// Takes up to `max` buffered bytes without copying; `Ok(None)` is the end of the stream.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub fn read_chunk(
+        &mut self,
+        now: Time,
+        id: StreamId,
+        max: usize,
+    ) -> Result<Option<Bytes>, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if s.recv_buffered == 0 {
+            if let Some(e) = self.stream_error(s) {
+                return Err(e);
+            }
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        match s.read_chunk(max.max(1)) {
+            Some(chunk) => {
+                self.consumed(now, id, chunk.len() as u32);
+                Ok(Some(chunk))
+            }
+            None if s.fin_received => Ok(None),
+            None => {
+                s.read_waiting = true;
+                Err(StreamError::Blocked)
+            }
+        }
+    }
+
+    /// The application consumed `n` bytes of stream `id`: grant them back, growing the window
+    /// while the reader keeps up.
+    fn consumed(&mut self, now: Time, id: StreamId, n: u32) {
+        let rtt = self.min_rtt.unwrap_or(self.config.initial_rtt);
+        let cap = self.config.stream_window_cap();
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        s.recv_consumed += n;
+        if s.fin_received || s.reset.is_some() || s.grant_pending {
+            return;
+        }
+        if s.recv_consumed < s.recv_window / 2 {
+            return;
+        }
+        // Auto-tuning: half a window consumed within two RTTs with the reader keeping up
+        // means the window, not the reader, limits the stream.
+        if s.recv_buffered == 0
+            && s.recv_window < cap
+            && now.saturating_since(s.last_grant) < rtt * 2
+        {
+            let new = s.recv_window.saturating_mul(2).min(cap);
+            let growth = new - s.recv_window;
+            if self.session_window + u64::from(growth) <= self.config.max_session_window {
+                s.recv_window = new;
+                // Granted with the next update, like consumed bytes.
+                s.recv_consumed += growth;
+                self.session_window += u64::from(growth);
+            }
+        }
+        s.last_grant = now;
+        s.grant_pending = true;
+        self.queue_ctrl(id);
+    }
+
+    /// Queues bytes for sending; returns how many were taken (at most the peer's window and
+    /// the configured send buffer).
+    ///
+    /// # Errors
+    /// [`StreamError::Blocked`] when none fits (an [`Event::Writable`] follows); finished,
+    /// reset, closed and unknown streams.
+    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if let Some(e) = self.stream_error(s) {
+            return Err(e);
+        }
+        let send_buffer = self.config.send_buffer as usize;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if s.fin_requested {
+            return Err(StreamError::Finished);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let room = (s.send_credit as usize)
+            .min(send_buffer)
+            .saturating_sub(s.send_buf.len());
+        if room == 0 {
+            s.write_waiting = true;
+            return Err(StreamError::Blocked);
+        }
+        let n = room.min(data.len());
+        s.send_buf.extend_from_slice(&data[..n]);
+        if !s.in_send_queue {
+            s.in_send_queue = true;
+            self.send_queue.push_back(id);
+        }
+        Ok(n)
+    }
+
+    /// Queues the front of `data` without copying it; returns how many bytes were taken (and
+    /// removed from `data`), as [`write`](Self::write).
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn write_chunk(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if let Some(e) = self.stream_error(s) {
+            return Err(e);
+        }
+        let send_buffer = self.config.send_buffer as usize;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if s.fin_requested {
+            return Err(StreamError::Finished);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let room = (s.send_credit as usize)
+            .min(send_buffer)
+            .saturating_sub(s.send_buf.len());
+        if room == 0 {
+            s.write_waiting = true;
+            return Err(StreamError::Blocked);
+        }
+        let n = room.min(data.len());
+        s.send_buf.push_chunk(data.split_to(n));
+        if !s.in_send_queue {
+            s.in_send_queue = true;
+            self.send_queue.push_back(id);
+        }
+        Ok(n)
+    }
+
+    /// Half-closes the stream: FIN goes after the queued data.
+    ///
+    /// # Errors
+    /// Reset, closed and unknown streams. Finishing twice is not an error.
+    pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if let Some(e) = self.stream_error(s) {
+            return Err(e);
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if !s.fin_requested {
+            s.fin_requested = true;
+            if !s.in_send_queue {
+                s.in_send_queue = true;
+                self.send_queue.push_back(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Resets the stream: queued data is dropped and the peer gets RST.
+    ///
+    /// # Errors
+    /// Unknown streams. Resetting a reset stream is not an error.
+    pub fn reset(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let s = self.streams.get_mut(&id).ok_or(StreamError::Unknown)?;
+        if s.reset.is_some() || self.error.is_some() {
+            return Ok(());
+        }
+        s.reset = Some(ResetBy::Local);
+        s.send_buf.clear();
+        s.recv_buf.clear();
+        s.recv_buffered = 0;
+        if s.syn_pending {
+            // The peer never heard of it: nothing to send.
+            s.syn_pending = false;
+        } else {
+            s.rst_pending = true;
+        }
+        self.queue_ctrl(id);
+        Ok(())
+    }
+
+    /// The application dropped its handle: finish the write side (after queued data), discard
+    /// further input (still granting window so the peer is not stalled), and forget the
+    /// stream once both sides are done.
+    pub fn release(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        s.released = true;
+        s.read_waiting = false;
+        s.write_waiting = false;
+        if s.reset.is_none() && self.error.is_none() {
+            if !s.fin_requested {
+                s.fin_requested = true;
+                if !s.in_send_queue {
+                    s.in_send_queue = true;
+                    self.send_queue.push_back(id);
+                }
+            }
+            // Unread data is dropped and granted back.
+            let dropped = s.recv_buffered;
+            s.recv_buf.clear();
+            s.recv_buffered = 0;
+            if dropped > 0 {
+                s.recv_consumed += dropped;
+                if !s.fin_received {
+                    s.grant_pending = true;
+                    self.queue_ctrl(id);
+                }
+            }
+        }
+        self.maybe_remove(id);
+    }
+
+    /// Sends a ping; its RTT comes back as [`Event::Pong`] with the returned id. `None` when
+    /// the session is closed or too many pings are outstanding.
+    pub fn ping(&mut self, now: Time) -> Option<u32> {
+        if self.error.is_some() || self.pings.len() >= MAX_OUTSTANDING_PINGS {
+            return None;
+        }
+        let id = self.next_ping_id;
+        self.next_ping_id = self.next_ping_id.wrapping_add(1);
+        self.pings.push_back((id, now));
+        self.ctrl.push_back(Header::ping(Flags::SYN, id));
+        Some(id)
+    }
+
+    /// Graceful go-away: tell the peer we open and accept no new streams; existing streams
+    /// finish. [`is_drained`](Self::is_drained) turns true when the last one is gone.
+    pub fn go_away(&mut self) {
+        if self.local_go_away || self.error.is_some() {
+            return;
+        }
+        self.local_go_away = true;
+        self.ctrl.push_back(Header::go_away(GoAwayCode::Normal));
+    }
+
+    /// Closes the session now with `code`: a GoAway is transmitted, then every stream fails.
+    pub fn close(&mut self, code: GoAwayCode) {
+        if self.error.is_some() {
+            return;
+        }
+        self.fail(ConnectionError::LocallyClosed(code), Some(code));
+    }
+
+    /// The underlying connection ended (end of input or an I/O error).
+    pub fn handle_eof(&mut self) {
+        if self.error.is_none() {
+            self.fail(ConnectionError::PeerClosed, None);
+        }
+    }
+
+    fn fail(&mut self, err: ConnectionError, go_away: Option<GoAwayCode>) {
+        self.error = Some(err.clone());
+        self.ctrl.clear();
+        self.ctrl_streams.clear();
+        self.send_queue.clear();
+        self.queued_pongs = 0;
+        self.closing = go_away;
+        if go_away.is_some() {
+            self.local_go_away = true;
+        }
+        for (&id, s) in self.streams.iter_mut() {
+            s.in_ctrl_queue = false;
+            s.in_send_queue = false;
+            s.rst_pending = false;
+            if s.read_waiting {
+                s.read_waiting = false;
+                self.events.push_back(Event::Readable(id));
+            }
+            if s.write_waiting {
+                s.write_waiting = false;
+                self.events.push_back(Event::Writable(id));
+            }
+        }
+        self.events.push_back(Event::Closed(err));
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// The next time [`handle_timeout`](Self::handle_timeout) must be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        if self.error.is_some() {
+            return None;
+        }
+        let ping_deadline = self
+            .pings
+            .front()
+            .map(|&(_, sent)| sent + self.config.ping_timeout);
+        match (self.next_keepalive, ping_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Timers: sends keepalive pings and closes the session when one goes unanswered.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(&(_, sent)) = self.pings.front() {
+            if now.saturating_since(sent) >= self.config.ping_timeout {
+                self.fail(
+                    ConnectionError::KeepaliveTimeout,
+                    Some(GoAwayCode::InternalError),
+                );
+                return;
+            }
+        }
+        if let (Some(at), Some(interval)) = (self.next_keepalive, self.config.keepalive) {
+            if now >= at {
+                self.next_keepalive = Some(now + interval);
+                if self.pings.is_empty() {
+                    let _ = self.ping(now);
+                }
+            }
+        }
+    }
+
+    /// Checks internal invariants (for tests and the fuzzer); panics on a violation.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        let mut window_sum = 0u64;
+        let mut unacked = 0usize;
+        for (&id, s) in &self.streams {
+            assert_ne!(id, 0);
+            let in_flight = match self.partial {
+                Some(p) if p.stream == id && p.deliver => u64::from(p.remaining),
+                _ => 0,
+            };
+            let total = u64::from(s.recv_credit)
+                + u64::from(s.recv_buffered)
+                + u64::from(s.recv_consumed)
+                + in_flight;
+            if s.reset.is_none() && !s.fin_received && !s.released {
+                assert_eq!(total, u64::from(s.recv_window), "window accounting of {id}");
+            }
+            assert!(s.recv_window <= self.config.stream_window_cap().max(INITIAL_WINDOW));
+            assert_eq!(
+                s.recv_buffered as usize,
+                s.recv_buf.iter().map(Bytes::len).sum::<usize>()
+            );
+            assert!(s.send_buf.len() <= s.send_credit as usize);
+            assert!(s.send_buf.len() <= self.config.send_buffer as usize);
+            if s.has_sendable() && self.error.is_none() {
+                assert!(
+                    s.in_send_queue || s.send_credit == 0,
+                    "stream {id} has data but is not queued"
+                );
+            }
+            window_sum += u64::from(s.recv_window);
+            if s.outbound && !s.acked {
+                unacked += 1;
+            }
+        }
+        assert_eq!(window_sum, self.session_window);
+        assert_eq!(unacked, self.pending_open);
+        assert!(self.accept_queue.len() <= self.config.max_pending_accept);
+        assert!(self.queued_pongs <= MAX_QUEUED_PONGS);
+    }
+}

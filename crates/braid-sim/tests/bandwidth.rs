@@ -1,0 +1,66 @@
+//! Issue 2, test 2: bandwidth. Goodput against what the links can carry after framing,
+//! measured from the second second on.
+
+mod common;
+
+use std::time::Duration;
+
+#[test]
+fn three_links_reach_97_percent() {
+    let s = common::scenario("three-links.toml", 1);
+    let jittery = common::with_jitter(s.clone(), Duration::from_millis(2), &[1, 2, 3]);
+    for r in common::run(&s).into_iter().chain(common::run(&jittery)) {
+        common::assert_exact(&r);
+        let d = &r.directions[0];
+        assert!(
+            d.goodput_ratio >= 0.97,
+            "seed {}: goodput {:.2} Mbit/s is {:.1}% of {:.2} Mbit/s",
+            r.seed,
+            d.goodput_mbit,
+            d.goodput_ratio * 100.0,
+            d.capacity_mbit
+        );
+    }
+}
+
+#[test]
+fn eight_mixed_links_reach_97_percent() {
+    let s = common::scenario("eight-mixed.toml", 1);
+    for r in common::run(&s) {
+        common::assert_exact(&r);
+        let d = &r.directions[0];
+        assert!(
+            d.goodput_ratio >= 0.97,
+            "seed {}: goodput {:.2} Mbit/s is {:.1}% of {:.2} Mbit/s",
+            r.seed,
+            d.goodput_mbit,
+            d.goodput_ratio * 100.0,
+            d.capacity_mbit
+        );
+    }
+}
+
+#[test]
+fn slow_link_never_pulls_below_the_fast_one_alone() {
+    let s = common::scenario("fast-slow.toml", 1);
+    for r in common::run(&s) {
+        common::assert_exact(&r);
+        let d = &r.directions[0];
+        // What the 50 Mbit/s link carries alone after framing.
+        let fast_alone = 50.0 * d.framing_efficiency;
+        assert!(
+            d.goodput_mbit >= fast_alone,
+            "seed {}: goodput {:.2} Mbit/s below the fast link alone ({fast_alone:.2})",
+            r.seed,
+            d.goodput_mbit
+        );
+        // Never: no 1 s window below what the fast link alone would give at the issue's
+        // 97% standard.
+        let min = d.min_1s_goodput_mbit.expect("transfer longer than 1 s");
+        assert!(
+            min >= 0.97 * fast_alone,
+            "seed {}: a 1 s window fell to {min:.2} Mbit/s (fast link alone: {fast_alone:.2})",
+            r.seed
+        );
+    }
+}

@@ -1,0 +1,579 @@
+//! Stream multiplexer benchmarks, side by side with raw TCP and the `yamux` crate over loopback,
+//! in one run, reporting ratios.
+//!
+//! ```text
+//! cargo bench -p braid --bench mux_throughput            # full run (~1-2 min)
+//! cargo bench -p braid --bench mux_throughput -- quick   # shorter measurements
+//! ```
+//!
+//! Everything runs in one process on a 2-worker tokio runtime: both ends of every connection
+//! share the machine, as in an in-process loopback test.
+
+#[path = "../tests/mux_support/mod.rs"]
+mod mux_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use braid::mux::{Config, Session};
+use mux_support::{YamuxPeer, YamuxStream, tcp_pair};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const CHUNK: usize = 256 * 1024;
+
+fn braid_config() -> Config {
+    let mut c = Config::default();
+    c.keepalive = None;
+    c.max_streams = 40_000;
+    c.max_pending_accept = 40_000;
+    c.max_pending_open = 40_000;
+    c.send_buffer = 1048576;
+    c
+}
+
+fn yamux_config() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    // Its default 1 GiB connection window only allows 4096 streams.
+    c.set_max_connection_receive_window(None);
+    c.set_max_num_streams(40_000);
+    c
+}
+
+/// Opens `n` stream pairs between two ends of one transport.
+enum Kind {
+    Braid,
+    Yamux,
+}
+
+struct Pairs {
+    client: Vec<Box<dyn Io>>,
+    server: Vec<Box<dyn Io>>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+async fn streams(kind: &Kind, n: usize) -> Pairs {
+    let (c, s) = tcp_pair().await;
+    match kind {
+        Kind::Braid => {
+            let client = Session::client(c, braid_config());
+            let server = Session::server(s, braid_config());
+            let mut cs: Vec<Box<dyn Io>> = Vec::new();
+            let mut ss: Vec<Box<dyn Io>> = Vec::new();
+            for _ in 0..n {
+                let mut st = client.open().await.unwrap();
+                st.write_all(&[0]).await.unwrap();
+                cs.push(Box::new(st));
+                let mut acc = server.accept().await.unwrap();
+                let mut b = [0u8; 1];
+                acc.read_exact(&mut b).await.unwrap();
+                // Answer, so the yamux crate's ACK goes out (it ACKs lazily, with the first
+                // frame, and stops opening at 256 un-ACKed streams).
+                acc.write_all(&b).await.unwrap();
+                let last = cs.last_mut().unwrap();
+                last.read_exact(&mut b).await.unwrap();
+                ss.push(Box::new(acc));
+            }
+            Pairs {
+                client: cs,
+                server: ss,
+                _keep: Box::new((client, server)),
+            }
+        }
+        Kind::Yamux => {
+            let client = YamuxPeer::spawn_with(c, yamux::Mode::Client, yamux_config());
+            let mut server = YamuxPeer::spawn_with(s, yamux::Mode::Server, yamux_config());
+            let mut cs: Vec<Box<dyn Io>> = Vec::new();
+            let mut ss: Vec<Box<dyn Io>> = Vec::new();
+            for _ in 0..n {
+                let mut st: YamuxStream = client.open().await;
+                st.write_all(&[0]).await.unwrap();
+                cs.push(Box::new(st));
+                let mut acc = server.accept().await.unwrap();
+                let mut b = [0u8; 1];
+                acc.read_exact(&mut b).await.unwrap();
+                // Answer, so the yamux crate's ACK goes out (it ACKs lazily, with the first
+                // frame, and stops opening at 256 un-ACKed streams).
+                acc.write_all(&b).await.unwrap();
+                let last = cs.last_mut().unwrap();
+                last.read_exact(&mut b).await.unwrap();
+                ss.push(Box::new(acc));
+            }
+            Pairs {
+                client: cs,
+                server: ss,
+                _keep: Box::new((client, server)),
+            }
+        }
+    }
+}
+
+/// Bulk: every client stream writes as fast as it can for `dur`; returns bytes received per
+/// stream during the measured window (after a warm-up).
+async fn bulk(client: Vec<Box<dyn Io>>, server: Vec<Box<dyn Io>>, dur: Duration) -> Vec<u64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Vec<Arc<AtomicU64>> = (0..server.len())
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
+    let mut tasks = Vec::new();
+    for mut w in client {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let buf = vec![0x5au8; CHUNK];
+            while !stop.load(Ordering::Relaxed) {
+                if w.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+            w
+        }));
+    }
+    let mut readers = Vec::new();
+    for (mut r, counter) in server.into_iter().zip(counters.iter().cloned()) {
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            r
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    tokio::time::sleep(dur).await;
+    let after: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+    }
+    before.iter().zip(after).map(|(b, a)| a - b).collect()
+}
+
+/// One braid stream with the zero-copy API: `write_chunk` of a shared block, `read_chunk`.
+async fn braid_zero_copy(dur: Duration) -> u64 {
+    let (c, s) = tcp_pair().await;
+    let client = Session::client(c, braid_config());
+    let server = Session::server(s, braid_config());
+    let mut w = client.open().await.unwrap();
+    w.write_all(&[0]).await.unwrap();
+    let mut r = server.accept().await.unwrap();
+    let mut b = [0u8; 1];
+    r.read_exact(&mut b).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let block = bytes::Bytes::from(vec![0x5au8; CHUNK]);
+            while !stop.load(Ordering::Relaxed) {
+                if w.write_chunk(block.clone()).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+            w
+        })
+    };
+    let reader = {
+        let counter = counter.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = r.read_chunk(usize::MAX).await {
+                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            r
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = counter.load(Ordering::Relaxed);
+    tokio::time::sleep(dur).await;
+    let after = counter.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    after - before
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn gbit(bytes: u64, dur: Duration) -> f64 {
+    bytes as f64 * 8.0 / dur.as_secs_f64() / 1e9
+}
+
+async fn raw_tcp(n: usize, dur: Duration) -> Vec<u64> {
+    let mut cs: Vec<Box<dyn Io>> = Vec::new();
+    let mut ss: Vec<Box<dyn Io>> = Vec::new();
+    for _ in 0..n {
+        let (c, s) = tcp_pair().await;
+        cs.push(Box::new(c));
+        ss.push(Box::new(s));
+    }
+    bulk(cs, ss, dur).await
+}
+
+fn fairness(per: &[u64]) -> (f64, f64) {
+    let mean = per.iter().sum::<u64>() as f64 / per.len() as f64;
+    let min = *per.iter().min().unwrap_or(&0) as f64 / mean;
+    let max = *per.iter().max().unwrap_or(&0) as f64 / mean;
+    (min, max)
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+async fn idle_rss(kind: &Kind, n: usize) -> f64 {
+    // Warm the allocator and runtime with a small run first.
+    drop(streams(kind, 10).await);
+    let before = rss_bytes();
+    let pairs = streams(kind, n).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = rss_bytes();
+    drop(pairs);
+    (after.saturating_sub(before)) as f64 / n as f64
+}
+
+/// Open + first byte: open a stream, write 1 byte, the server accepts and echoes it.
+async fn open_latency(kind: &Kind, n: usize) -> (Duration, Duration) {
+    let (c, s) = tcp_pair().await;
+    let mut samples = Vec::with_capacity(n);
+    match kind {
+        Kind::Braid => {
+            let client = Session::client(c, braid_config());
+            let server = Session::server(s, braid_config());
+            tokio::spawn(async move {
+                while let Some(mut st) = server.accept().await {
+                    tokio::spawn(async move {
+                        let mut b = [0u8; 1];
+                        if st.read_exact(&mut b).await.is_ok() {
+                            let _ = st.write_all(&b).await;
+                        }
+                    });
+                }
+            });
+            for _ in 0..n {
+                let t = Instant::now();
+                let mut st = client.open().await.unwrap();
+                st.write_all(&[1]).await.unwrap();
+                let mut b = [0u8; 1];
+                st.read_exact(&mut b).await.unwrap();
+                samples.push(t.elapsed());
+            }
+        }
+        Kind::Yamux => {
+            let client = YamuxPeer::spawn_with(c, yamux::Mode::Client, yamux_config());
+            let mut server = YamuxPeer::spawn_with(s, yamux::Mode::Server, yamux_config());
+            tokio::spawn(async move {
+                while let Some(mut st) = server.accept().await {
+                    tokio::spawn(async move {
+                        let mut b = [0u8; 1];
+                        if st.read_exact(&mut b).await.is_ok() {
+                            let _ = st.write_all(&b).await;
+                        }
+                    });
+                }
+            });
+            for _ in 0..n {
+                let t = Instant::now();
+                let mut st = client.open().await;
+                st.write_all(&[1]).await.unwrap();
+                let mut b = [0u8; 1];
+                st.read_exact(&mut b).await.unwrap();
+                samples.push(t.elapsed());
+            }
+        }
+    }
+    percentiles(&mut samples)
+}
+
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    (p(0.5), p(0.99))
+}
+
+/// 10,000 streams at once, each echoing 1 KiB; returns the time until all completed.
+async fn many_echo(kind: &Kind, n: usize) -> Duration {
+    let pairs = streams(kind, 0).await;
+    drop(pairs);
+    let (c, s) = tcp_pair().await;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    macro_rules! run {
+        ($open:expr) => {
+            for i in 0..n {
+                let mut st = $open;
+                tasks.push(tokio::spawn(async move {
+                    let data = vec![i as u8; 1024];
+                    st.write_all(&data).await.unwrap();
+                    let mut back = vec![0u8; 1024];
+                    st.read_exact(&mut back).await.unwrap();
+                    assert_eq!(back, data);
+                }));
+            }
+        };
+    }
+    match kind {
+        Kind::Braid => {
+            let client = Session::client(c, braid_config());
+            let server = Session::server(s, braid_config());
+            tokio::spawn(async move {
+                while let Some(mut st) = server.accept().await {
+                    tokio::spawn(async move {
+                        let mut b = vec![0u8; 1024];
+                        if st.read_exact(&mut b).await.is_ok() {
+                            let _ = st.write_all(&b).await;
+                        }
+                    });
+                }
+            });
+            run!(client.open().await.unwrap());
+            for t in tasks.drain(..) {
+                t.await.unwrap();
+            }
+        }
+        Kind::Yamux => {
+            let client = YamuxPeer::spawn_with(c, yamux::Mode::Client, yamux_config());
+            let mut server = YamuxPeer::spawn_with(s, yamux::Mode::Server, yamux_config());
+            tokio::spawn(async move {
+                while let Some(mut st) = server.accept().await {
+                    tokio::spawn(async move {
+                        let mut b = vec![0u8; 1024];
+                        if st.read_exact(&mut b).await.is_ok() {
+                            let _ = st.write_all(&b).await;
+                        }
+                    });
+                }
+            });
+            run!(client.open().await);
+            for t in tasks.drain(..) {
+                t.await.unwrap();
+            }
+        }
+    }
+    t.elapsed()
+}
+
+/// Small-message round trips (64 B) on one stream while `bulk_streams` others run bulk.
+async fn rtt_under_load(kind: &Kind, bulk_streams: usize, n: usize) -> (Duration, Duration) {
+    let mut pairs = streams(kind, bulk_streams + 1).await;
+    let mut ping_c = pairs.client.pop().unwrap();
+    let mut ping_s = pairs.server.pop().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for mut w in pairs.client.drain(..) {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let buf = vec![1u8; CHUNK];
+            while !stop.load(Ordering::Relaxed) {
+                if w.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+            w
+        }));
+    }
+    for mut r in pairs.server.drain(..) {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            while !stop.load(Ordering::Relaxed) {
+                if matches!(r.read(&mut buf).await, Ok(0) | Err(_)) {
+                    break;
+                }
+            }
+            r
+        }));
+    }
+    let echo = tokio::spawn(async move {
+        let mut b = [0u8; 64];
+        while ping_s.read_exact(&mut b).await.is_ok() {
+            if ping_s.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut samples = Vec::with_capacity(n);
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    for _ in 0..n {
+        let t = Instant::now();
+        ping_c.write_all(&msg).await.unwrap();
+        ping_c.read_exact(&mut back).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(ping_c);
+    echo.abort();
+    for t in tasks {
+        t.abort();
+    }
+    drop(pairs);
+    percentiles(&mut samples)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    // Optional section filter: `-- bulk1 bulk100 idle open echo rtt`.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["idle", "bulk1", "bulk100", "open", "echo", "rtt"].contains(&a.as_str()))
+        .collect();
+    // `MUX_BENCH_ONLY=braid|yamux`: run only that implementation in bulk1 (for profiling).
+    let profile = std::env::var("MUX_BENCH_ONLY").ok();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let dur = if quick {
+        Duration::from_millis(700)
+    } else {
+        Duration::from_secs(3)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!("# mux benchmarks (loopback TCP, 2 tokio workers, measure {dur:?})");
+
+        if run("idle") {
+        println!("\n## 10,000 idle streams: RSS per stream (both ends in this process)");
+        let b = idle_rss(&Kind::Braid, 10_000).await;
+        let y = idle_rss(&Kind::Yamux, 10_000).await;
+        println!("braid {:.0} B/stream | yamux {:.0} B/stream", b, y);
+        }
+
+        let mut raw_g = 0.0;
+        if run("bulk1") || run("bulk100") {
+        println!("\n## one bulk stream (median of interleaved rounds)");
+        // Interleaved rounds, median of each: the machine is shared and noisy.
+        let rounds = if quick { 3 } else { 5 };
+        let (mut raws, mut brs, mut yas, mut zcs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            if profile.is_none() {
+                raws.push(gbit(raw_tcp(1, dur).await[0], dur));
+            }
+            if profile.is_none() || profile.as_deref() == Some("braid") {
+                let pairs = streams(&Kind::Braid, 1).await;
+                brs.push(gbit(bulk(pairs.client, pairs.server, dur).await[0], dur));
+            }
+            if profile.is_none() || profile.as_deref() == Some("braid-chunks") {
+                zcs.push(gbit(braid_zero_copy(dur).await, dur));
+            }
+            if profile.is_none() || profile.as_deref() == Some("yamux") {
+                let pairs = streams(&Kind::Yamux, 1).await;
+                yas.push(gbit(bulk(pairs.client, pairs.server, dur).await[0], dur));
+            }
+        }
+        println!(
+            "rounds (Gbit/s): raw {raws:.2?} braid {brs:.2?} braid-chunks {zcs:.2?} yamux {yas:.2?}"
+        );
+        let zc_g = median(&mut zcs);
+        let (br_g, ya_g) = (median(&mut brs), median(&mut yas));
+        raw_g = median(&mut raws);
+        println!(
+            "raw TCP {raw_g:.2} Gbit/s | braid {br_g:.2} Gbit/s ({:.0}% of raw) | yamux {ya_g:.2} Gbit/s ({:.0}% of raw) | braid/yamux {:.2}x",
+            br_g / raw_g * 100.0,
+            ya_g / raw_g * 100.0,
+            br_g / ya_g
+        );
+        println!(
+            "braid zero-copy API (write_chunk/read_chunk) {zc_g:.2} Gbit/s ({:.0}% of raw, {:.2}x yamux)",
+            zc_g / raw_g * 100.0,
+            zc_g / ya_g
+        );
+        }
+
+        if run("bulk100") {
+        println!("\n## 100 concurrent bulk streams (one session) vs one raw TCP connection");
+        let pairs = streams(&Kind::Braid, 100).await;
+        let br = bulk(pairs.client, pairs.server, dur).await;
+        if profile.as_deref() == Some("braid") {
+            println!("braid {:.2} Gbit/s", gbit(br.iter().sum(), dur));
+            return;
+        }
+        let pairs = streams(&Kind::Yamux, 100).await;
+        let ya = bulk(pairs.client, pairs.server, dur).await;
+        let raw100 = raw_tcp(100, dur).await;
+        let br_g = gbit(br.iter().sum(), dur);
+        let ya_g = gbit(ya.iter().sum(), dur);
+        let raw100_g = gbit(raw100.iter().sum(), dur);
+        let (bmin, bmax) = fairness(&br);
+        let (ymin, ymax) = fairness(&ya);
+        println!(
+            "braid {br_g:.2} Gbit/s ({:.0}% of 1 raw TCP, {:.0}% of 100 raw TCP at {raw100_g:.2}), per-stream min/max of mean {bmin:.2}/{bmax:.2}",
+            br_g / raw_g * 100.0,
+            br_g / raw100_g * 100.0
+        );
+        println!(
+            "yamux {ya_g:.2} Gbit/s ({:.0}% of 1 raw TCP), per-stream min/max of mean {ymin:.2}/{ymax:.2} | braid/yamux {:.2}x",
+            ya_g / raw_g * 100.0,
+            br_g / ya_g
+        );
+
+        }
+
+        if run("open") {
+        println!("\n## stream open + first byte echoed (sequential, 1000 streams)");
+        let (b50, b99) = open_latency(&Kind::Braid, 1000).await;
+        let (y50, y99) = open_latency(&Kind::Yamux, 1000).await;
+        println!(
+            "braid p50 {:.0} us p99 {:.0} us | yamux p50 {:.0} us p99 {:.0} us",
+            us(b50), us(b99), us(y50), us(y99)
+        );
+
+        }
+
+        if run("echo") {
+        println!("\n## 10,000 streams each echoing 1 KiB, all at once");
+        let b = many_echo(&Kind::Braid, 10_000).await;
+        let y = many_echo(&Kind::Yamux, 10_000).await;
+        println!("braid {:.0} ms | yamux {:.0} ms", b.as_secs_f64() * 1e3, y.as_secs_f64() * 1e3);
+
+        }
+
+        if run("rtt") {
+        println!("\n## 64 B round trip: idle, and under 4 bulk streams on the same session");
+        let (bi50, bi99) = rtt_under_load(&Kind::Braid, 0, 2000).await;
+        let (bl50, bl99) = rtt_under_load(&Kind::Braid, 4, 2000).await;
+        let (yi50, yi99) = rtt_under_load(&Kind::Yamux, 0, 2000).await;
+        let (yl50, yl99) = rtt_under_load(&Kind::Yamux, 4, 2000).await;
+        println!(
+            "braid idle p50 {:.0} us p99 {:.0} us, loaded p50 {:.0} us p99 {:.0} us",
+            us(bi50), us(bi99), us(bl50), us(bl99)
+        );
+        println!(
+            "yamux idle p50 {:.0} us p99 {:.0} us, loaded p50 {:.0} us p99 {:.0} us",
+            us(yi50), us(yi99), us(yl50), us(yl99)
+        );
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+}

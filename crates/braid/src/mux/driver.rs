@@ -1,0 +1,284 @@
+//! The one task per session that moves bytes between the socket and the state machine.
+//!
+//! Each poll: read whatever the socket has (always, even while writes are blocked, so pings
+//! are answered and window updates arrive), feed it to the state machine, fire timers, fill
+//! one output buffer with a batch of frames and write it with as few calls as the socket
+//! allows. Nothing is decided here that the state machine could decide.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::io::IoSlice;
+
+use braid_proto::mux::{Chunks, FrameSink};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+use tokio_util::io::poll_read_buf;
+
+use super::session::Shared;
+
+/// Read buffer size: large reads amortise syscalls; Data payloads are split out of it.
+const READ_CHUNK: usize = 256 * 1024;
+/// Bytes of frames gathered before a write.
+const WRITE_BATCH: usize = 256 * 1024;
+/// How long a closed session keeps reading for the peer's FIN.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Slices per vectored write.
+const MAX_IOV: usize = 64;
+/// Loop turns before yielding to the runtime.
+const MAX_TURNS: usize = 16;
+
+/// Frames waiting to be written.
+enum Output {
+    /// One buffer (for transports without efficient vectored writes).
+    Flat(BytesMut),
+    /// Chunks for `writev`: Data payloads are not copied.
+    Vectored(Chunks),
+}
+
+impl Output {
+    fn is_empty(&self) -> bool {
+        match self {
+            Output::Flat(b) => b.is_empty(),
+            Output::Vectored(c) => FrameSink::is_empty(c),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Output::Flat(b) => b.advance(n),
+            Output::Vectored(c) => c.advance(n),
+        }
+    }
+
+    fn clear(&mut self) {
+        let n = match self {
+            Output::Flat(b) => b.len(),
+            Output::Vectored(c) => FrameSink::len(c),
+        };
+        self.advance(n);
+    }
+}
+
+pub(crate) struct Driver<T> {
+    /// Boxed and pinned, so transports that are not `Unpin` work too.
+    io: Pin<Box<T>>,
+    shared: Arc<Shared>,
+    read_buf: BytesMut,
+    write_buf: Output,
+    read_closed: bool,
+    needs_flush: bool,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<braid_proto::Time>,
+    shutting_down: bool,
+    linger_until: Option<tokio::time::Instant>,
+}
+
+impl<T: AsyncRead + AsyncWrite> Driver<T> {
+    pub(crate) fn new(io: T, shared: Arc<Shared>) -> Self {
+        let vectored = io.is_write_vectored();
+        Driver {
+            io: Box::pin(io),
+            shared,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: if vectored {
+                Output::Vectored(Chunks::default())
+            } else {
+                Output::Flat(BytesMut::with_capacity(WRITE_BATCH + 64 * 1024))
+            },
+            read_closed: false,
+            needs_flush: false,
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
+            timer_at: None,
+            shutting_down: false,
+            linger_until: None,
+        }
+    }
+
+    fn fail_io(&mut self, e: std::io::Error) {
+        let mut st = self.shared.lock();
+        if st.io_error.is_none() && st.conn.error().is_none() {
+            st.io_error = Some(Arc::new(e));
+        }
+        st.conn.handle_eof();
+        st.dispatch_events();
+        st.wake_everyone();
+        self.write_buf.clear();
+        self.read_closed = true;
+    }
+
+    /// One turn; returns whether anything happened.
+    fn turn(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+
+        // Read: never gated on the write side.
+        if !self.read_closed {
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            match poll_read_buf(self.io.as_mut(), cx, &mut self.read_buf) {
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    let mut st = self.shared.lock();
+                    st.conn.handle_eof();
+                    st.dispatch_events();
+                    progress = true;
+                }
+                Poll::Ready(Ok(_)) => progress = true,
+                Poll::Ready(Err(e)) => {
+                    self.fail_io(e);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        let mut st = self.shared.lock();
+        if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.driver = Some(cx.waker().clone());
+        }
+        let now = self.shared.now();
+        if !self.read_buf.is_empty() {
+            let _ = st.conn.handle_input(now, &mut self.read_buf);
+        }
+        if st.conn.poll_timeout().is_some_and(|t| t <= now) {
+            st.conn.handle_timeout(now);
+        }
+        if self.write_buf.is_empty() {
+            match &mut self.write_buf {
+                Output::Flat(b) => {
+                    st.conn.poll_transmit(now, b, WRITE_BATCH);
+                }
+                Output::Vectored(c) => {
+                    st.conn.poll_transmit(now, c, WRITE_BATCH);
+                    c.finish();
+                }
+            }
+        }
+        st.dispatch_events();
+        let deadline = st.conn.poll_timeout();
+        let done = (st.conn.is_closed() || st.conn.is_drained() || self.read_closed)
+            && !st.conn.wants_transmit();
+        drop(st);
+
+        // Write the batch.
+        while !self.write_buf.is_empty() {
+            let res = match &self.write_buf {
+                Output::Flat(b) => self.io.as_mut().poll_write(cx, b),
+                Output::Vectored(c) => {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let mut k = 0;
+                    for chunk in c.chunks().iter().take(MAX_IOV) {
+                        slices[k] = IoSlice::new(chunk);
+                        k += 1;
+                    }
+                    self.io.as_mut().poll_write_vectored(cx, &slices[..k])
+                }
+            };
+            match res {
+                Poll::Ready(Ok(0)) => {
+                    self.fail_io(std::io::ErrorKind::WriteZero.into());
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.write_buf.advance(n);
+                    self.needs_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.fail_io(e);
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if self.write_buf.is_empty() && self.needs_flush {
+            match self.io.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => {
+                    self.fail_io(e);
+                    return true;
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        // Timer.
+        if deadline != self.timer_at {
+            self.timer_at = deadline;
+            if let Some(t) = deadline {
+                self.timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(self.shared.instant(t)));
+            }
+        }
+        if self.timer_at.is_some() && self.timer.as_mut().poll(cx).is_ready() {
+            self.timer_at = None;
+            progress = true;
+        }
+
+        if done && self.write_buf.is_empty() && !self.needs_flush {
+            self.shutting_down = true;
+        }
+        progress
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite> Future for Driver<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if !this.shutting_down {
+            let mut turns = 0;
+            while this.turn(cx) && !this.shutting_down {
+                turns += 1;
+                if turns >= MAX_TURNS {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+            if !this.shutting_down {
+                return Poll::Pending;
+            }
+        }
+        if this.linger_until.is_none() {
+            // Best effort: the session is over either way.
+            if this.io.as_mut().poll_shutdown(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let mut st = this.shared.lock();
+            if st.conn.error().is_none() {
+                st.conn.close(braid_proto::mux::GoAwayCode::Normal);
+            }
+            st.driver_done = true;
+            st.dispatch_events();
+            st.wake_everyone();
+            drop(st);
+            // Lingering close: our FIN is sent; read (and drop) what the peer still sends until
+            // its FIN, so frames it had in flight (a pong, a window update) do not meet a reset.
+            let until = tokio::time::Instant::now() + LINGER;
+            this.linger_until = Some(until);
+            this.timer.as_mut().reset(until);
+        }
+        if this.read_closed || this.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        for _ in 0..MAX_TURNS {
+            this.read_buf.clear();
+            if this.read_buf.capacity() < 64 * 1024 {
+                this.read_buf.reserve(64 * 1024);
+            }
+            match poll_read_buf(this.io.as_mut(), cx, &mut this.read_buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

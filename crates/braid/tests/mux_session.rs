@@ -1,0 +1,389 @@
+//! braid's mux against itself: limits, drain, close with reason, stalled readers, many streams,
+//! and a transport other than TCP (an in-memory duplex pipe).
+
+mod mux_support;
+
+use std::time::Duration;
+
+use braid::mux::{Config, ConnectionError, GoAwayCode, Session, SessionError};
+use mux_support::{payload, tcp_pair, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.keepalive = None;
+    c
+}
+
+async fn pair_with(client: Config, server: Config) -> (Session, Session) {
+    let (c, s) = tcp_pair().await;
+    (Session::client(c, client), Session::server(s, server))
+}
+
+#[tokio::test]
+async fn echo_over_an_in_memory_duplex() {
+    within(60, async {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = Session::client(a, config());
+        let server = Session::server(b, config());
+        tokio::spawn(async move {
+            while let Some(mut st) = server.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(&mut st);
+                    tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    w.shutdown().await.unwrap();
+                });
+            }
+        });
+        let data = payload(1, 3 * 1024 * 1024 + 7);
+        let st = client.open().await.unwrap();
+        let (mut r, mut w) = tokio::io::split(st);
+        let d = data.clone();
+        let writer = tokio::spawn(async move {
+            w.write_all(&d).await.unwrap();
+            w.shutdown().await.unwrap();
+            w
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        assert!(got == data);
+        writer.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn streams_beyond_the_accept_backlog_are_reset_and_the_session_survives() {
+    within(30, async {
+        let mut sc = config();
+        sc.max_pending_accept = 4;
+        let (client, server) = pair_with(config(), sc).await;
+        let mut streams = Vec::new();
+        for _ in 0..6 {
+            let mut st = client.open().await.unwrap();
+            st.write_all(b"x").await.unwrap();
+            streams.push(st);
+        }
+        // The 5th and 6th are refused with RST.
+        let mut reset = 0;
+        for st in &mut streams[4..] {
+            let mut b = [0u8; 1];
+            if let Err(e) = st.read(&mut b).await {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+                reset += 1;
+            }
+        }
+        assert_eq!(reset, 2);
+        for _ in 0..4 {
+            let mut st = server.accept().await.unwrap();
+            let mut b = [0u8; 1];
+            st.read_exact(&mut b).await.unwrap();
+            st.write_all(b"y").await.unwrap();
+        }
+        for st in &mut streams[..4] {
+            let mut b = [0u8; 1];
+            st.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"y");
+        }
+        // New streams still work.
+        let mut st = client.open().await.unwrap();
+        st.write_all(b"z").await.unwrap();
+        let mut acc = server.accept().await.unwrap();
+        let mut b = [0u8; 1];
+        acc.read_exact(&mut b).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_streams_refuses_the_excess() {
+    within(30, async {
+        let mut sc = config();
+        sc.max_streams = 2;
+        let (client, server) = pair_with(config(), sc).await;
+        let mut a = client.open().await.unwrap();
+        let mut b = client.open().await.unwrap();
+        let mut c = client.open().await.unwrap();
+        for s in [&mut a, &mut b, &mut c] {
+            s.write_all(b"1").await.unwrap();
+        }
+        let mut one = [0u8; 1];
+        let err = c.read(&mut one).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        let _x = server.accept().await.unwrap();
+        let _y = server.accept().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn go_away_drains_existing_streams_then_ends() {
+    within(30, async {
+        let (client, server) = pair_with(config(), config()).await;
+        let mut st = client.open().await.unwrap();
+        st.write_all(b"before").await.unwrap();
+        let mut acc = server.accept().await.unwrap();
+        server.go_away();
+        // No new streams either way.
+        assert!(matches!(server.open().await, Err(SessionError::GoingAway)));
+        for _ in 0..100 {
+            if matches!(client.open().await, Err(SessionError::GoingAway)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(client.open().await.is_err());
+        // The existing stream finishes both ways.
+        let mut b = [0u8; 6];
+        acc.read_exact(&mut b).await.unwrap();
+        acc.write_all(b"after").await.unwrap();
+        acc.shutdown().await.unwrap();
+        st.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        st.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"after");
+        let mut rest = Vec::new();
+        acc.read_to_end(&mut rest).await.unwrap();
+        drop((st, acc));
+        // Drained: the server ends the connection, and the client sees it.
+        server.closed().await;
+        client.closed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_with_a_reason_fails_streams_on_both_sides() {
+    within(30, async {
+        let (client, server) = pair_with(config(), config()).await;
+        let mut st = client.open().await.unwrap();
+        st.write_all(b"x").await.unwrap();
+        let mut acc = server.accept().await.unwrap();
+        server.close(GoAwayCode::InternalError);
+        match server.closed().await {
+            SessionError::Closed(ConnectionError::LocallyClosed(GoAwayCode::InternalError)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut b = [0u8; 1];
+        assert!(acc.read(&mut b).await.is_err() || b == *b"x");
+        // The client's stream ends: either an error or end of stream, never a hang.
+        let r = st.read(&mut b).await;
+        assert!(matches!(r, Err(_) | Ok(0)));
+        client.closed().await;
+        assert!(client.accept().await.is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stalled_reader_blocks_only_its_own_stream() {
+    within(60, async {
+        let (client, server) = pair_with(config(), config()).await;
+        let mut stalled = client.open().await.unwrap();
+        let mut busy = client.open().await.unwrap();
+        stalled.write_all(b"s").await.unwrap();
+        busy.write_all(b"b").await.unwrap();
+        let _stalled_acc = server.accept().await.unwrap(); // never read
+        let mut busy_acc = server.accept().await.unwrap();
+        // Fill the stalled stream's window completely.
+        let filler = tokio::spawn(async move {
+            let chunk = vec![0u8; 64 * 1024];
+            loop {
+                if tokio::time::timeout(Duration::from_millis(300), stalled.write_all(&chunk))
+                    .await
+                    .is_err()
+                {
+                    return stalled; // blocked on the window
+                }
+            }
+        });
+        let _stalled = filler.await.unwrap();
+        // The other stream still carries 8 MiB.
+        let data = payload(2, 8 * 1024 * 1024);
+        let d = data.clone();
+        let w = tokio::spawn(async move {
+            busy.write_all(&d).await.unwrap();
+            busy.shutdown().await.unwrap();
+            busy
+        });
+        let mut got = vec![0u8; 1];
+        busy_acc.read_exact(&mut got).await.unwrap();
+        let mut rest = Vec::new();
+        busy_acc.read_to_end(&mut rest).await.unwrap();
+        assert!(rest == data);
+        w.await.unwrap();
+        // And pings are answered while a stream is blocked.
+        client.ping().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keepalive_measures_rtt_and_a_silent_peer_times_out() {
+    within(30, async {
+        let mut cc = config();
+        cc.keepalive = Some(Duration::from_millis(20));
+        cc.ping_timeout = Duration::from_millis(300);
+        // A peer that never answers: a raw socket nobody reads.
+        let (c, _silent) = tcp_pair().await;
+        let client = Session::client(c, cc);
+        match client.closed().await {
+            SessionError::Closed(ConnectionError::KeepaliveTimeout) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn thousands_of_streams_each_echo() {
+    within(120, async {
+        let mut c = config();
+        c.max_pending_open = 10_000;
+        c.max_streams = 20_000;
+        let mut s = config();
+        s.max_pending_accept = 10_000;
+        s.max_streams = 20_000;
+        let (client, server) = pair_with(c, s).await;
+        tokio::spawn(async move {
+            while let Some(mut st) = server.accept().await {
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 1024];
+                    st.read_exact(&mut b).await.unwrap();
+                    st.write_all(&b).await.unwrap();
+                });
+            }
+        });
+        let n = if cfg!(debug_assertions) {
+            2_000
+        } else {
+            10_000
+        };
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let mut st = client.open().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let data = payload(i, 1024);
+                st.write_all(&data).await.unwrap();
+                let mut back = vec![0u8; 1024];
+                st.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, data);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Dropped streams are forgotten once both sides finished.
+        for _ in 0..200 {
+            if client.stream_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(client.stream_count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_the_session_handle_drains_and_closes() {
+    within(30, async {
+        let (client, server) = pair_with(config(), config()).await;
+        let mut st = client.open().await.unwrap();
+        drop(client);
+        st.write_all(b"still works").await.unwrap();
+        st.shutdown().await.unwrap();
+        let mut acc = server.accept().await.unwrap();
+        let mut got = Vec::new();
+        acc.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"still works");
+        drop(acc);
+        drop(st);
+        server.closed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_chunk_returns_data_without_copy_and_none_at_end() {
+    within(30, async {
+        let (client, server) = pair_with(config(), config()).await;
+        let mut st = client.open().await.unwrap();
+        st.write_all(&payload(4, 100_000)).await.unwrap();
+        st.shutdown().await.unwrap();
+        let mut acc = server.accept().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = acc.read_chunk(10_000).await.unwrap() {
+            assert!(chunk.len() <= 10_000);
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == payload(4, 100_000));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_speaking_garbage_gets_go_away_protocol_error() {
+    within(30, async {
+        let (mut raw, s) = tcp_pair().await;
+        let server = Session::server(s, config());
+        raw.write_all(&[9u8; 12]).await.unwrap(); // version 9
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        // Frames: the start-up ping, then GoAway with code 1 (protocol error).
+        let frames: Vec<&[u8]> = got.chunks(12).collect();
+        let last = frames.last().unwrap();
+        assert_eq!(&last[..2], &[0, 3], "a GoAway frame");
+        assert_eq!(&last[8..12], &1u32.to_be_bytes());
+        match server.closed().await {
+            SessionError::Closed(ConnectionError::PeerMisbehaved(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_vanished_peer_fails_streams_instead_of_hanging() {
+    within(30, async {
+        let (c, mut raw) = tcp_pair().await;
+        let client = Session::client(c, config());
+        let mut st = client.open().await.unwrap();
+        st.write_all(b"hello").await.unwrap();
+        let mut some = [0u8; 12];
+        raw.read_exact(&mut some).await.unwrap();
+        // The peer's socket goes away without a GoAway.
+        drop(raw);
+        let mut buf = [0u8; 16];
+        let r = st.read(&mut buf).await;
+        assert!(r.is_err(), "a read on a dead session fails: {r:?}");
+        client.closed().await;
+        assert!(client.open().await.is_err());
+        assert!(st.write_all(b"more").await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keeps_reading_while_its_writes_are_blocked() {
+    within(60, async {
+        // A peer that floods pings and never reads: our answers back up, yet we must keep
+        // consuming its input (both sides blocked on writes is rust-yamux#227's deadlock).
+        let (mut raw, s) = tcp_pair().await;
+        let server = Session::server(s, config());
+        let mut ping = [0u8; 12];
+        ping[1] = 2; // Ping
+        ping[3] = 1; // SYN
+        let flood: Vec<u8> = ping.iter().copied().cycle().take(12 * 1_000_000).collect();
+        raw.write_all(&flood).await.unwrap(); // completes only if the session keeps reading
+        // A stream opened after the flood still arrives.
+        let mut syn = [0u8; 12];
+        syn[1] = 1; // WindowUpdate
+        syn[3] = 1; // SYN
+        syn[7] = 1; // stream 1
+        raw.write_all(&syn).await.unwrap();
+        let st = server.accept().await.unwrap();
+        assert_eq!(st.id(), 1);
+    })
+    .await;
+}
