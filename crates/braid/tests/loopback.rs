@@ -194,3 +194,76 @@ async fn unix_and_tcp_links_join_one_connection() {
     assert_eq!(got.unwrap(), (len, sent.unwrap()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycled_links_are_replaced_and_nothing_is_lost() {
+    init_logs();
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let spec = format!("tcp://{addr}?count=2&recycle=256KiB")
+        .parse()
+        .unwrap();
+    let conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
+    let monitor = LinkMonitor::new(conn.handle());
+    let (mut r, mut w) = conn.into_split();
+    let len = 8 * MB;
+    let (sent, got) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(write_stream(&mut w, 7, len), read_hash(&mut r))
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.unwrap(), (len, sent.unwrap()));
+    // 8 MB over sockets replaced every 256 KiB: many links came and went.
+    assert!(
+        monitor.seen().len() >= 8,
+        "only {} links",
+        monitor.seen().len()
+    );
+}
+
+/// An `exec:` link whose command (a small Python relay) carries the bytes to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_links_carry_a_connection() {
+    init_logs();
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: python3 not installed");
+        return;
+    }
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let relay = format!(
+        "exec:python3 -c 'import socket,sys,threading\n\
+         s=socket.create_connection((\"127.0.0.1\",{port}))\n\
+         def up():\n\
+         \x20 while True:\n\
+         \x20   b=sys.stdin.buffer.raw.read(65536)\n\
+         \x20   if not b: break\n\
+         \x20   s.sendall(b)\n\
+         \x20 s.shutdown(socket.SHUT_WR)\n\
+         threading.Thread(target=up,daemon=True).start()\n\
+         while True:\n\
+         \x20 b=s.recv(65536)\n\
+         \x20 if not b: break\n\
+         \x20 sys.stdout.buffer.write(b); sys.stdout.buffer.flush()\n'",
+        port = addr.port()
+    );
+    let specs = vec![relay.parse().unwrap(), relay.parse().unwrap()];
+    let conn = connect(&specs, ClientConfig::new(key)).await.unwrap();
+    let handle = conn.handle();
+    while handle.links().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(handle.links().iter().all(|l| l.peer.starts_with("exec:")));
+    let (mut r, mut w) = conn.into_split();
+    let len = 4 * MB;
+    let (sent, got) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(write_stream(&mut w, 8, len), read_hash(&mut r))
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.unwrap(), (len, sent.unwrap()));
+}
