@@ -14,7 +14,8 @@ use crate::common::{SecurityArgs, init_logging, runtime};
 #[derive(clap::Args, Debug)]
 pub struct ConnectArgs {
     /// Links to dial: `tcp://HOST:PORT?bind=IP&dev=IFACE&count=N&recycle=BYTES&cc=NAME`,
-    /// `HOST:PORT`, `unix:PATH`, `exec:COMMAND ARGS`.
+    /// `unix:PATH`, `exec:COMMAND ARGS`. A lone `HOST:PORT` means one link per local
+    /// interface address (rescanned every 2 s).
     #[arg(value_name = "SPEC")]
     pub links: Vec<LinkSpec>,
     /// Accept links here instead of (or besides) dialling; this side still plays client.
@@ -25,9 +26,23 @@ pub struct ConnectArgs {
     /// Control socket (default: in the XDG runtime dir).
     #[arg(long, value_name = "PATH")]
     pub control: Option<std::path::PathBuf>,
+    #[arg(skip)]
+    pub raw_links: Vec<String>,
 }
 
-pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ConnectArgs) -> anyhow::Result<()> {
+    // What the user typed, to tell a lone `HOST:PORT` (interface mode) from `tcp://HOST:PORT`.
+    args.raw_links = std::env::args()
+        .skip_while(|a| a != "connect")
+        .skip(1)
+        .filter(|a| {
+            !a.starts_with('-')
+                && args
+                    .links
+                    .iter()
+                    .any(|l| l.to_string() == *a || a.parse::<LinkSpec>().as_ref() == Ok(l))
+        })
+        .collect();
     init_logging("braid=warn,braid_cli=warn");
     if args.links.is_empty() && args.listen.is_empty() {
         anyhow::bail!("give link specs to dial or --listen SPEC");
@@ -37,7 +52,14 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     config.security = args.security.security();
     let rt = runtime()?;
     let code = rt.block_on(async move {
-        let conn = if args.listen.is_empty() {
+        let lone = match (args.links.as_slice(), args.raw_links.as_slice()) {
+            ([LinkSpec::Tcp(t)], [raw]) if !raw.contains("://") => Some((t.host.clone(), t.port)),
+            _ => None,
+        };
+        let conn = if let (Some((host, port)), true) = (lone, args.listen.is_empty()) {
+            braid::interfaces::connect_interfaces(&host, port, config, Duration::from_secs(2))
+                .await?
+        } else if args.listen.is_empty() {
             connect(&args.links, config).await?
         } else {
             let mut ls = Vec::new();

@@ -548,6 +548,38 @@ impl ConnectionHandle {
         }
     }
 
+    /// Stops keeping links of `spec` up and removes its links gracefully (the inverse of
+    /// [`ConnectionHandle::add_link`]). Returns how many links were removed.
+    ///
+    /// ```no_run
+    /// # fn f(h: braid::ConnectionHandle) {
+    /// let n = h.remove_spec(&"tcp://server:7700?bind=192.0.2.7".parse().unwrap());
+    /// # }
+    /// ```
+    pub fn remove_spec(&self, spec: &LinkSpec) -> usize {
+        let label = spec.to_string();
+        self.0
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(l, task)| {
+                if *l == label {
+                    task.abort();
+                }
+                *l != label
+            });
+        let ids: Vec<LinkId> = self
+            .links()
+            .into_iter()
+            .filter(|l| l.spec.as_ref() == Some(spec))
+            .map(|l| l.id)
+            .collect();
+        for id in &ids {
+            let _ = self.remove_link(*id);
+        }
+        ids.len()
+    }
+
     /// The live links with their counters.
     ///
     /// ```no_run

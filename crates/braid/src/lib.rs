@@ -48,6 +48,7 @@ pub mod backoff;
 pub mod client;
 mod connection;
 mod driver;
+pub mod interfaces;
 mod join;
 pub mod mux;
 pub mod secure;
