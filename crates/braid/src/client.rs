@@ -82,6 +82,14 @@ impl ClientConfig {
 }
 
 /// Why [`connect`] failed.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let key = braid::secure::Key::generate();
+/// let r = braid::client::connect(&[], braid::client::ClientConfig::new(key)).await;
+/// assert!(matches!(r, Err(braid::client::ConnectError::NoSpecs)));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {

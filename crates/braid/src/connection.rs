@@ -16,6 +16,17 @@ use crate::spec::LinkSpec;
 use crate::transport::RawLink;
 
 /// Something that happened to a connection, for monitors and logs.
+///
+/// ```
+/// # async fn f(h: braid::ConnectionHandle) {
+/// let mut events = h.events();
+/// while let Ok(ev) = events.recv().await {
+///     if let braid::ConnectionEvent::LinkDown { peer, reason, .. } = ev {
+///         eprintln!("link to {peer} down: {reason}");
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionEvent {
@@ -42,6 +53,12 @@ pub enum ConnectionEvent {
 }
 
 /// Where a connection is in its life.
+///
+/// ```
+/// # fn f(h: braid::ConnectionHandle) {
+/// if h.state() == braid::ConnectionState::Open { println!("still running"); }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionState {
@@ -54,6 +71,12 @@ pub enum ConnectionState {
 }
 
 /// A link of a connection, as listed by [`ConnectionHandle::links`].
+///
+/// ```
+/// # fn f(h: braid::ConnectionHandle) {
+/// for l in h.links() { println!("{} {} {} bytes sent", l.id, l.peer, l.stats.bytes_sent); }
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct LinkInfo {
@@ -68,6 +91,15 @@ pub struct LinkInfo {
 }
 
 /// Errors of link management ([`ConnectionHandle::add_link`], [`ConnectionHandle::remove_link`]).
+///
+/// ```
+/// # fn f(h: braid::ConnectionHandle) {
+/// match h.remove_link(braid::proto::agg::LinkId(99)) {
+///     Err(braid::LinkError::NoSuchLink(id)) => eprintln!("no {id}"),
+///     _ => {}
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkError {

@@ -10,6 +10,11 @@ use crate::client::{ClientConfig, ConnectError, connect};
 use crate::spec::{LinkSpec, TcpSpec};
 
 /// A local address usable as a link's source, on the named interface.
+///
+/// ```
+/// let a = braid::interfaces::LocalAddr { iface: "eth0".into(), ip: "192.0.2.7".parse().unwrap() };
+/// assert_eq!(a.iface, "eth0");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LocalAddr {
     /// Interface name.

@@ -15,6 +15,12 @@ use crate::spec::LinkSpec;
 use crate::transport::{DialError, RawLink};
 
 /// Why a link could not join a connection. The link is dropped; others are unaffected.
+///
+/// ```
+/// # fn f(e: braid::JoinError) {
+/// if let braid::JoinError::Auth(a) = &e { eprintln!("security handshake failed: {a}"); }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JoinError {

@@ -50,18 +50,35 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::transport::{BoxRead, BoxWrite, RawLink};
 
 /// The Noise protocol every link speaks.
+///
+/// ```
+/// assert!(braid::secure::NOISE_PARAMS.contains("AESGCM"));
+/// ```
 pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
 const PROLOGUE: &[u8] = b"braid link v1";
 const HS_VERSION: u8 = 1;
 const TAG: usize = 16;
 /// Largest Noise message (length prefix excluded).
+///
+/// ```
+/// assert_eq!(braid::secure::MAX_MESSAGE, 65535);
+/// ```
 pub const MAX_MESSAGE: usize = 65535;
 /// Largest plaintext carried by one message.
+///
+/// ```
+/// assert_eq!(braid::secure::MAX_PAYLOAD, 65535 - 16);
+/// ```
 pub const MAX_PAYLOAD: usize = MAX_MESSAGE - TAG;
 const MSG1_LEN: usize = 32 + 5 + TAG;
 const MSG2_LEN: usize = 32 + 1 + TAG;
 
 /// A 32-byte pre-shared key. Debug output never shows it.
+///
+/// ```
+/// let key = braid::secure::Key::generate();
+/// assert_eq!(format!("{key:?}"), "Key(..)"); // never printed
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Key([u8; 32]);
 
@@ -72,6 +89,10 @@ impl std::fmt::Debug for Key {
 }
 
 /// Why a key could not be loaded or stored.
+///
+/// ```
+/// assert!(matches!(braid::secure::Key::from_hex("nope"), Err(braid::secure::KeyError::Malformed)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
@@ -181,6 +202,10 @@ impl Key {
 }
 
 /// Whether link traffic is encrypted after the authenticating handshake.
+///
+/// ```
+/// assert_eq!(braid::secure::Security::default(), braid::secure::Security::Encrypted);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Security {
@@ -193,6 +218,11 @@ pub enum Security {
 
 /// Which side of the Noise handshake this end plays (the braid client initiates, whoever
 /// dialled the socket).
+///
+/// ```
+/// let r = braid::secure::Role::Initiator;
+/// assert_ne!(r, braid::secure::Role::Responder);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Sends the first message.
@@ -202,6 +232,11 @@ pub enum Role {
 }
 
 /// Why a link's security handshake or transport failed. The link is dropped.
+///
+/// ```
+/// let e = braid::secure::AuthError::WrongKey;
+/// assert_eq!(e.to_string(), "wrong key (handshake did not authenticate)");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
@@ -264,6 +299,14 @@ fn mode_from(b: u8) -> Option<Security> {
 }
 
 /// A link after its security handshake: read and write halves that move plaintext.
+///
+/// ```
+/// # async fn f(link: braid::secure::SecureLink) -> Result<(), braid::secure::AuthError> {
+/// let braid::secure::SecureLink { mut reader, mut writer, peer } = link;
+/// writer.write_all(b"hi").await?;
+/// if let Some(bytes) = reader.read().await? { println!("{peer}: {} bytes", bytes.len()); }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SecureLink {
     /// Decrypting half.
@@ -405,6 +448,12 @@ async fn handshake_inner(
 const READ_CHUNK: usize = 256 * 1024;
 
 /// The receiving half of a [`SecureLink`].
+///
+/// ```
+/// # async fn f(mut r: braid::secure::LinkReader) -> Result<(), braid::secure::AuthError> {
+/// while let Some(bytes) = r.read().await? { println!("{} bytes", bytes.len()); }
+/// # Ok(()) }
+/// ```
 pub struct LinkReader {
     inner: BoxRead,
     cipher: Option<Arc<StatelessTransportState>>,
@@ -491,6 +540,13 @@ impl LinkReader {
 }
 
 /// The sending half of a [`SecureLink`].
+///
+/// ```
+/// # async fn f(mut w: braid::secure::LinkWriter) -> std::io::Result<()> {
+/// w.write_all(&[0u8; 200_000]).await?; // four encrypted messages, one write
+/// w.shutdown().await?;
+/// # Ok(()) }
+/// ```
 pub struct LinkWriter {
     inner: BoxWrite,
     cipher: Option<Arc<StatelessTransportState>>,

@@ -26,6 +26,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Why a spec does not parse.
+///
+/// ```
+/// let e = "udp://x:1".parse::<braid::spec::LinkSpec>().unwrap_err();
+/// assert!(matches!(e, braid::spec::SpecError::UnknownKind(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpecError {
@@ -44,6 +49,12 @@ pub enum SpecError {
 }
 
 /// A TCP link spec: where to connect and how to set up each socket.
+///
+/// ```
+/// let mut t = braid::spec::TcpSpec::new("server", 7700);
+/// t.count = 4;
+/// assert_eq!(braid::spec::LinkSpec::Tcp(t).to_string(), "tcp://server:7700?count=4");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TcpSpec {
@@ -84,6 +95,11 @@ impl TcpSpec {
 }
 
 /// Where a link goes.
+///
+/// ```
+/// let s: braid::spec::LinkSpec = "exec:ssh host nc 127.0.0.1 7700".parse().unwrap();
+/// assert!(matches!(s, braid::spec::LinkSpec::Exec(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkSpec {

@@ -24,11 +24,25 @@ use tokio::process::{Child, ChildStdout, Command};
 use crate::spec::{LinkSpec, ListenSpec, TcpSpec};
 
 /// The read half of a raw link.
+///
+/// ```
+/// let (a, _b) = tokio::io::duplex(64);
+/// let _r: braid::transport::BoxRead = Box::new(a);
+/// ```
 pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The write half of a raw link.
+///
+/// ```
+/// let (a, _b) = tokio::io::duplex(64);
+/// let _w: braid::transport::BoxWrite = Box::new(a);
+/// ```
 pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Unsent bytes a TCP socket may hold before it stops reporting itself writable.
+///
+/// ```
+/// assert!(braid::transport::DEFAULT_NOTSENT_LOWAT >= 16 * 1024);
+/// ```
 pub const DEFAULT_NOTSENT_LOWAT: u32 = 128 * 1024;
 
 /// A reliable ordered byte pipe: the two halves and a description of the peer for logs.
@@ -109,6 +123,11 @@ impl RawLink {
 }
 
 /// Why a link could not be dialled.
+///
+/// ```
+/// let e = braid::transport::DialError::Timeout("tcp://h:1".into());
+/// assert_eq!(e.to_string(), "timed out connecting to tcp://h:1");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
