@@ -178,7 +178,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.sim {
         return crate::sim::demo();
     }
-    crate::common::init_logging("braid=warn");
+    crate::common::init_logging("braid=error");
     runtime()?.block_on(demo(args.mib.max(1)))
 }
 

@@ -362,3 +362,21 @@ fn connect_without_a_key_fails_clearly() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no key"));
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn demo_verifies_its_transfer_with_a_link_killed_and_restored() {
+    let start = Instant::now();
+    let o = Command::new(BIN)
+        .args(["demo", "--mib", "128"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("killing the"), "{out}");
+    assert!(out.contains("verified: every byte arrived"), "{out}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
