@@ -212,13 +212,11 @@ impl Driver {
         let inner = self.inner.clone();
         let mut s = inner.lock();
         let now = inner.now();
-        let mut had_input = false;
         for msg in batch.drain(..) {
             match msg {
                 ToDriver::Input(id, data) => {
                     if self.links.contains_key(&id) {
                         s.conn.handle_input(id, &data, now);
-                        had_input = true;
                     }
                 }
                 ToDriver::ReadEnd(id, reason) => {
@@ -314,15 +312,6 @@ impl Driver {
             }
         }
 
-        // The engine signals `Readable` only on a change from nothing to read; an end of
-        // stream arriving alone after everything was read does not always produce it (see
-        // the note in docs/BENCHMARKS.md "Runtime"). A reader blocked while input arrived
-        // re-checks: at worst one spurious `read`.
-        if had_input {
-            if let Some(w) = s.read_waker.take() {
-                w.wake();
-            }
-        }
         if s.conn.poll_timeout().is_some_and(|t| t <= now) {
             s.conn.handle_timeout(now);
         }
