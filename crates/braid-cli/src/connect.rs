@@ -16,8 +16,8 @@ pub struct ConnectArgs {
     /// Links to dial: `tcp://HOST:PORT?bind=IP&dev=IFACE&count=N&recycle=BYTES&cc=NAME`,
     /// `unix:PATH`, `exec:COMMAND ARGS`. A lone `HOST:PORT` means one link per local
     /// interface address (rescanned every 2 s).
-    #[arg(value_name = "SPEC")]
-    pub links: Vec<LinkSpec>,
+    #[arg(value_name = "SPEC", value_parser = parse_spec)]
+    pub links: Vec<(String, LinkSpec)>,
     /// Accept links here instead of (or besides) dialling; this side still plays client.
     #[arg(long, value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
@@ -26,23 +26,9 @@ pub struct ConnectArgs {
     /// Control socket (default: in the XDG runtime dir).
     #[arg(long, value_name = "PATH")]
     pub control: Option<std::path::PathBuf>,
-    #[arg(skip)]
-    pub raw_links: Vec<String>,
 }
 
-pub fn run(mut args: ConnectArgs) -> anyhow::Result<()> {
-    // What the user typed, to tell a lone `HOST:PORT` (interface mode) from `tcp://HOST:PORT`.
-    args.raw_links = std::env::args()
-        .skip_while(|a| a != "connect")
-        .skip(1)
-        .filter(|a| {
-            !a.starts_with('-')
-                && args
-                    .links
-                    .iter()
-                    .any(|l| l.to_string() == *a || a.parse::<LinkSpec>().as_ref() == Ok(l))
-        })
-        .collect();
+pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     init_logging("braid=warn,braid_cli=warn");
     if args.links.is_empty() && args.listen.is_empty() {
         anyhow::bail!("give link specs to dial or --listen SPEC");
@@ -52,15 +38,17 @@ pub fn run(mut args: ConnectArgs) -> anyhow::Result<()> {
     config.security = args.security.security();
     let rt = runtime()?;
     let code = rt.block_on(async move {
-        let lone = match (args.links.as_slice(), args.raw_links.as_slice()) {
-            ([LinkSpec::Tcp(t)], [raw]) if !raw.contains("://") => Some((t.host.clone(), t.port)),
+        // A lone `HOST:PORT` (no scheme, no options): one link per local interface address.
+        let lone = match args.links.as_slice() {
+            [(raw, LinkSpec::Tcp(t))] if !raw.contains("://") => Some((t.host.clone(), t.port)),
             _ => None,
         };
+        let specs: Vec<LinkSpec> = args.links.iter().map(|(_, s)| s.clone()).collect();
         let conn = if let (Some((host, port)), true) = (lone, args.listen.is_empty()) {
             braid::interfaces::connect_interfaces(&host, port, config, Duration::from_secs(2))
                 .await?
         } else if args.listen.is_empty() {
-            connect(&args.links, config).await?
+            connect(&specs, config).await?
         } else {
             let mut ls = Vec::new();
             for spec in &args.listen {
@@ -71,7 +59,7 @@ pub fn run(mut args: ConnectArgs) -> anyhow::Result<()> {
                 );
             }
             let conn = connect_accepting(ls, config).await?;
-            for spec in &args.links {
+            for spec in &specs {
                 conn.handle().add_link(spec.clone())?;
             }
             conn
@@ -123,4 +111,9 @@ pub fn run(mut args: ConnectArgs) -> anyhow::Result<()> {
     // Stdin may be held by a blocking read; exit without waiting for it.
     rt.shutdown_background();
     std::process::exit(code)
+}
+
+/// Keeps what the user typed next to the parsed spec.
+fn parse_spec(s: &str) -> Result<(String, LinkSpec), braid::spec::SpecError> {
+    Ok((s.to_string(), s.parse()?))
 }
