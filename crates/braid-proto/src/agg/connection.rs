@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::frame::{self, DecodeOutcome, Frame, data_flags};
 use super::link::{Link, LinkDeath, LinkId, LinkState};
@@ -172,8 +172,33 @@ impl Connection {
         if !l.is_live() || data.is_empty() {
             return;
         }
-        l.last_recv = now;
         l.input.extend_from_slice(data);
+        self.process_input(link, now);
+    }
+
+    /// Like [`Connection::handle_input`], taking ownership of the bytes: when the link has
+    /// no partial frame pending (the reader handed over whole frames, see
+    /// [`frame::whole_frames_len`]) the buffer is used as it is and chunk payloads are split
+    /// out of it without copying.
+    pub fn handle_input_buf(&mut self, link: LinkId, data: BytesMut, now: Time) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if !l.is_live() || data.is_empty() {
+            return;
+        }
+        if l.input.is_empty() {
+            l.input = data;
+        } else {
+            l.input.extend_from_slice(&data);
+        }
+        self.process_input(link, now);
+    }
+
+    fn process_input(&mut self, link: LinkId, now: Time) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.last_recv = now;
+        }
         loop {
             let Some(l) = self.links.get_mut(&link) else {
                 return;
@@ -380,13 +405,37 @@ impl Connection {
         max: usize,
         out: &mut Vec<u8>,
     ) -> usize {
-        let start = out.len();
+        self.transmit_into(link, now, max, out)
+    }
+
+    /// Like [`Connection::poll_transmit`], but without copying payloads: appends segments
+    /// to `out` (frame headers and control frames in small buffers, chunk payloads as shared
+    /// [`Bytes`]) for a vectored write. Returns the bytes appended.
+    pub fn poll_transmit_vectored(
+        &mut self,
+        link: LinkId,
+        now: Time,
+        max: usize,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
+        let mut sink = VectoredSink {
+            segments: out,
+            scratch: BytesMut::new(),
+            written: 0,
+        };
+        let n = self.transmit_into(link, now, max, &mut sink);
+        sink.flush();
+        n
+    }
+
+    fn transmit_into(&mut self, link: LinkId, now: Time, max: usize, out: &mut impl Sink) -> usize {
+        let start = out.written();
         if let Some(i) = self.reset_pending.iter().position(|l| *l == link) {
             self.reset_pending.swap_remove(i);
             if let State::Failed(ConnectionError::LocalReset(code)) = self.state {
-                Frame::Reset { code }.encode(out);
+                out.put_frame(&Frame::Reset { code });
             }
-            return out.len() - start;
+            return out.written() - start;
         }
         if self.state != State::Open && self.state != State::Closed {
             return 0;
@@ -400,18 +449,17 @@ impl Connection {
             return 0;
         }
         for token in l.pongs_pending.drain(..) {
-            Frame::Pong { token }.encode(out);
+            out.put_frame(&Frame::Pong { token });
         }
         let ping_due = l.ping_requested
             || (l.ping_outstanding.is_none() && now >= l.last_ping_sent + self.config.keepalive);
         if l.ack_pending || ping_due || window_update {
             l.ack_pending = false;
-            Frame::Ack {
+            out.put_frame(&Frame::Ack {
                 link_frames: l.frames_received,
                 cumulative: self.recv.cumulative(),
                 window_end: self.recv.window_end(),
-            }
-            .encode(out);
+            });
             self.window_advertised = self.recv.window_end();
             self.window_update_pending = false;
         }
@@ -421,21 +469,21 @@ impl Connection {
             l.ping_outstanding = Some((token, now));
             l.ping_requested = false;
             l.last_ping_sent = now;
-            Frame::Ping { token }.encode(out);
+            out.put_frame(&Frame::Ping { token });
         }
         if self.state == State::Open {
-            self.transmit_data(link, now, max.saturating_sub(out.len() - start), out);
+            self.transmit_data(link, now, max.saturating_sub(out.written() - start), out);
         }
         let l = self.links.get_mut(&link).expect("present");
         if l.state == LinkState::Draining && l.in_flight.is_empty() && !l.close_sent {
-            Frame::LinkClose.encode(out);
+            out.put_frame(&Frame::LinkClose);
             l.close_sent = true;
             if l.close_received {
                 l.state = LinkState::Closed;
                 self.events.push_back(Event::LinkClosed(link));
             }
         }
-        out.len() - start
+        out.written() - start
     }
 
     /// The live link with the lowest smoothed RTT: where window updates go.
@@ -448,11 +496,11 @@ impl Connection {
     }
 
     /// Schedules chunks on `id` (resends first, then new data), within its window.
-    fn transmit_data(&mut self, id: LinkId, now: Time, max: usize, out: &mut Vec<u8>) {
+    fn transmit_data(&mut self, id: LinkId, now: Time, max: usize, out: &mut impl Sink) {
         let chunk = self.config.chunk_size;
         let init = self.config.initial_link_window;
-        let start = out.len();
-        while out.len() - start < max {
+        let start = out.written();
+        while out.written() - start < max {
             let l = &self.links[&id];
             if l.state != LinkState::Active
                 || l.close_received
@@ -519,7 +567,7 @@ impl Connection {
         }
     }
 
-    fn retransmit(&mut self, id: LinkId, seq: u64, now: Time, out: &mut Vec<u8>) {
+    fn retransmit(&mut self, id: LinkId, seq: u64, now: Time, out: &mut impl Sink) {
         let Some(c) = self.send.chunk(seq) else {
             return;
         };
@@ -540,10 +588,10 @@ impl Connection {
         &mut self,
         id: LinkId,
         seq: u64,
-        data: &[u8],
+        data: &Bytes,
         fin: bool,
         now: Time,
-        out: &mut Vec<u8>,
+        out: &mut impl Sink,
     ) {
         let mut flags = 0;
         if fin {
@@ -552,8 +600,7 @@ impl Connection {
         if self.config.crc {
             flags |= data_flags::CRC;
         }
-        frame::encode_data_header(out, seq, flags, data);
-        out.extend_from_slice(data);
+        out.put_data(seq, flags, data);
         let l = self.links.get_mut(&id).expect("present");
         l.on_send(seq, data.len() as u64, now);
     }
@@ -749,5 +796,62 @@ impl Connection {
             self.config.link_timeout_floor,
             self.config.link_timeout_rtts,
         ))
+    }
+}
+
+/// Where [`Connection::poll_transmit`] and its vectored twin put frames.
+trait Sink {
+    /// Bytes appended so far.
+    fn written(&self) -> usize;
+    fn put_frame(&mut self, f: &Frame);
+    fn put_data(&mut self, seq: u64, flags: u8, data: &Bytes);
+}
+
+impl Sink for Vec<u8> {
+    fn written(&self) -> usize {
+        self.len()
+    }
+    fn put_frame(&mut self, f: &Frame) {
+        f.encode(self);
+    }
+    fn put_data(&mut self, seq: u64, flags: u8, data: &Bytes) {
+        frame::encode_data_header(self, seq, flags, data);
+        self.extend_from_slice(data);
+    }
+}
+
+/// Headers and control frames gather in `scratch`; payloads go out as shared segments.
+struct VectoredSink<'a> {
+    segments: &'a mut Vec<Bytes>,
+    scratch: BytesMut,
+    written: usize,
+}
+
+impl VectoredSink<'_> {
+    fn flush(&mut self) {
+        if !self.scratch.is_empty() {
+            self.segments.push(self.scratch.split().freeze());
+        }
+    }
+}
+
+impl Sink for VectoredSink<'_> {
+    fn written(&self) -> usize {
+        self.written
+    }
+    fn put_frame(&mut self, f: &Frame) {
+        let before = self.scratch.len();
+        f.encode(&mut self.scratch);
+        self.written += self.scratch.len() - before;
+    }
+    fn put_data(&mut self, seq: u64, flags: u8, data: &Bytes) {
+        let before = self.scratch.len();
+        frame::encode_data_header(&mut self.scratch, seq, flags, data);
+        self.written += self.scratch.len() - before + data.len();
+        if data.is_empty() {
+            return;
+        }
+        self.flush();
+        self.segments.push(data.clone());
     }
 }

@@ -252,42 +252,10 @@ impl Frame {
     /// A `Data` frame with the CRC flag is verified here: a mismatch consumes the frame and
     /// returns [`DecodeOutcome::Corrupt`] so the receiver can ask for it again.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<DecodeOutcome>, FrameError> {
-        let Some(&ty) = buf.first() else {
+        let Some(need) = frame_len(buf)? else {
             return Ok(None);
         };
-        let need = match ty {
-            T_HELLO => 1 + 5 + 1 + 1 + 16,
-            T_WELCOME => 1 + 1 + 16 + 4,
-            T_REFUSE => 2,
-            T_DATA => {
-                if buf.len() < DATA_HEADER_LEN {
-                    return Ok(None);
-                }
-                let flags = buf[1];
-                if flags & !(data_flags::CRC | data_flags::FIN) != 0 {
-                    return Err(FrameError::BadFlags(flags));
-                }
-                let len = u32::from_be_bytes([buf[10], buf[11], buf[12], buf[13]]);
-                if len as usize > MAX_CHUNK {
-                    return Err(FrameError::ChunkTooLarge(len));
-                }
-                let seq = u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"));
-                if seq.checked_add(len as u64).is_none() {
-                    return Err(FrameError::Overflow);
-                }
-                let hdr = if flags & data_flags::CRC != 0 {
-                    DATA_HEADER_CRC_LEN
-                } else {
-                    DATA_HEADER_LEN
-                };
-                hdr + len as usize
-            }
-            T_ACK => 1 + 24,
-            T_PING | T_PONG => 9,
-            T_RESET => 5,
-            T_LINK_CLOSE => 1,
-            other => return Err(FrameError::UnknownType(other)),
-        };
+        let ty = buf[0];
         if buf.len() < need {
             return Ok(None);
         }
@@ -355,6 +323,63 @@ impl Frame {
         };
         Ok(Some(DecodeOutcome::Frame(frame)))
     }
+}
+
+/// The length of the frame at the front of `buf`, once its header is complete (`Ok(None)`
+/// before that). Checks what the header alone can show (type, flags, chunk size).
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(&ty) = buf.first() else {
+        return Ok(None);
+    };
+    let need = match ty {
+        T_HELLO => 1 + 5 + 1 + 1 + 16,
+        T_WELCOME => 1 + 1 + 16 + 4,
+        T_REFUSE => 2,
+        T_DATA => {
+            if buf.len() < DATA_HEADER_LEN {
+                return Ok(None);
+            }
+            let flags = buf[1];
+            if flags & !(data_flags::CRC | data_flags::FIN) != 0 {
+                return Err(FrameError::BadFlags(flags));
+            }
+            let len = u32::from_be_bytes([buf[10], buf[11], buf[12], buf[13]]);
+            if len as usize > MAX_CHUNK {
+                return Err(FrameError::ChunkTooLarge(len));
+            }
+            let seq = u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"));
+            if seq.checked_add(len as u64).is_none() {
+                return Err(FrameError::Overflow);
+            }
+            let hdr = if flags & data_flags::CRC != 0 {
+                DATA_HEADER_CRC_LEN
+            } else {
+                DATA_HEADER_LEN
+            };
+            hdr + len as usize
+        }
+        T_ACK => 1 + 24,
+        T_PING | T_PONG => 9,
+        T_RESET => 5,
+        T_LINK_CLOSE => 1,
+        other => return Err(FrameError::UnknownType(other)),
+    };
+    Ok(Some(need))
+}
+
+/// The length of the longest prefix of `buf` made of whole frames, so a reader can hand the
+/// engine complete frames only (and the engine can take its buffer without copying; see
+/// `Connection::handle_input_buf`). Malformed input counts as whole: the engine reports it.
+pub fn whole_frames_len(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while at < buf.len() {
+        match frame_len(&buf[at..]) {
+            Ok(Some(n)) if at + n <= buf.len() => at += n,
+            Ok(_) => return at,
+            Err(_) => return buf.len(),
+        }
+    }
+    at
 }
 
 /// What [`Frame::decode`] found.
