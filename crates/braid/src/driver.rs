@@ -57,7 +57,7 @@ pub(crate) struct NewLink {
 
 /// Messages to the driver task.
 pub(crate) enum ToDriver {
-    Input(LinkId, Bytes),
+    Input(LinkId, bytes::BytesMut),
     ReadEnd(LinkId, Option<String>),
     WriteDone(LinkId, Vec<u8>),
     WriteFailed(LinkId, String),
@@ -100,7 +100,10 @@ impl DriverLink {
 
 async fn reader_task(id: LinkId, mut r: LinkReader, tx: mpsc::Sender<ToDriver>) {
     loop {
-        let msg = match r.read().await {
+        let msg = match r
+            .read_records(crate::proto::agg::frame::whole_frames_len)
+            .await
+        {
             Ok(Some(b)) => ToDriver::Input(id, b),
             Ok(None) => ToDriver::ReadEnd(id, None),
             Err(e) => ToDriver::ReadEnd(id, Some(e.to_string())),
@@ -216,7 +219,7 @@ impl Driver {
             match msg {
                 ToDriver::Input(id, data) => {
                     if self.links.contains_key(&id) {
-                        s.conn.handle_input(id, &data, now);
+                        s.conn.handle_input_buf(id, data, now);
                     }
                 }
                 ToDriver::ReadEnd(id, reason) => {

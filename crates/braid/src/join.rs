@@ -153,6 +153,10 @@ pub(crate) async fn admit(
         handshake::welcome(inner.id, index, &mut out);
         link.writer.write_all(&out).await.map_err(AuthError::Io)?;
     }
+    // Bytes read past the handshake go back to the reader, which hands the engine whole
+    // frames from there on.
+    link.reader.unread(&leftover);
+    let leftover = Bytes::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     inner
         .to_driver

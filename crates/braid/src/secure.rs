@@ -434,6 +434,7 @@ async fn handshake_inner(
             cipher: cipher.clone(),
             nonce: 0,
             buf: BytesMut::new(),
+            plain: BytesMut::new(),
         },
         writer: LinkWriter {
             inner: w,
@@ -459,6 +460,8 @@ pub struct LinkReader {
     cipher: Option<Arc<StatelessTransportState>>,
     nonce: u64,
     buf: BytesMut,
+    /// Decrypted bytes not yet returned by [`LinkReader::read_records`].
+    plain: BytesMut,
 }
 
 impl std::fmt::Debug for LinkReader {
@@ -500,6 +503,110 @@ impl LinkReader {
                 )
                 .into());
             }
+        }
+    }
+
+    /// Like [`LinkReader::read`], but returns only a prefix of whole records as told by
+    /// `whole` (the length of the longest prefix of whole records in a buffer), keeping a
+    /// partial record buffered: the caller gets buffers it can take apart without copying.
+    /// `Ok(None)` at a clean end of the link.
+    ///
+    /// # Errors
+    /// As [`LinkReader::read`]; also when the link ends inside a record.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// ```
+    /// # async fn f(mut r: braid::secure::LinkReader) -> Result<(), braid::secure::AuthError> {
+    /// // Records of 4 bytes each.
+    /// while let Some(buf) = r.read_records(|b| b.len() / 4 * 4).await? {
+    ///     assert_eq!(buf.len() % 4, 0);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_records(
+        &mut self,
+        whole: impl Fn(&[u8]) -> usize,
+    ) -> Result<Option<BytesMut>, AuthError> {
+        loop {
+            if self.cipher.is_some() {
+                self.decrypt_into_plain()?;
+                let n = whole(&self.plain);
+                if n > 0 {
+                    return Ok(Some(self.plain.split_to(n)));
+                }
+            } else {
+                let n = whole(&self.buf);
+                if n > 0 {
+                    return Ok(Some(self.buf.split_to(n)));
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self.inner.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                if self.buf.is_empty() && self.plain.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "link closed in the middle of a record",
+                )
+                .into());
+            }
+        }
+    }
+
+    /// Puts `data` back in front of what is buffered, as if it had not been read yet (for
+    /// bytes read past a handshake).
+    ///
+    /// ```
+    /// # fn f(mut r: braid::secure::LinkReader) { r.unread(b"first"); }
+    /// ```
+    pub fn unread(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let target = if self.cipher.is_some() {
+            &mut self.plain
+        } else {
+            &mut self.buf
+        };
+        let mut front = BytesMut::with_capacity(data.len() + target.len());
+        front.extend_from_slice(data);
+        front.extend_from_slice(target);
+        *target = front;
+    }
+
+    /// Decrypts every complete buffered message onto the end of `plain`.
+    fn decrypt_into_plain(&mut self) -> Result<(), AuthError> {
+        let Some(cipher) = &self.cipher else {
+            return Ok(());
+        };
+        loop {
+            if self.buf.len() < 2 {
+                return Ok(());
+            }
+            let len = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
+            if len < TAG {
+                return Err(AuthError::Tampered);
+            }
+            if self.buf.len() < 2 + len {
+                return Ok(());
+            }
+            if self.plain.capacity() - self.plain.len() < len {
+                self.plain.reserve(READ_CHUNK.max(len));
+            }
+            let start = self.plain.len();
+            self.plain.resize(start + len - TAG, 0);
+            let n = cipher
+                .read_message(self.nonce, &self.buf[2..2 + len], &mut self.plain[start..])
+                .map_err(|_| AuthError::Tampered)?;
+            self.plain.truncate(start + n);
+            self.nonce += 1;
+            self.buf.advance(2 + len);
         }
     }
 
