@@ -59,14 +59,14 @@ pub(crate) struct NewLink {
 pub(crate) enum ToDriver {
     Input(LinkId, bytes::BytesMut),
     ReadEnd(LinkId, Option<String>),
-    WriteDone(LinkId, Vec<u8>),
+    WriteDone(LinkId, Vec<Bytes>),
     WriteFailed(LinkId, String),
     Add(Box<NewLink>),
     Remove(LinkId),
 }
 
 enum WriterCmd {
-    Write(Vec<u8>),
+    Write(Vec<Bytes>),
     Close,
 }
 
@@ -76,7 +76,7 @@ struct DriverLink {
     reader_task: JoinHandle<()>,
     writer_task: JoinHandle<()>,
     queued: usize,
-    spare: Vec<Vec<u8>>,
+    spare: Vec<Vec<Bytes>>,
     sent: u64,
     recycle: Option<u64>,
     ended: Option<oneshot::Sender<LinkEnd>>,
@@ -129,7 +129,7 @@ async fn writer_task(
 ) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            WriterCmd::Write(buf) => match w.write_all(&buf).await {
+            WriterCmd::Write(buf) => match w.write_segments(&buf).await {
                 Ok(()) => {
                     if tx.send(ToDriver::WriteDone(id, buf)).await.is_err() {
                         break;
@@ -145,7 +145,7 @@ async fn writer_task(
     }
     // Deliver whatever is still queued, then a clean end of the link.
     while let Ok(WriterCmd::Write(buf)) = rx.try_recv() {
-        if w.write_all(&buf).await.is_err() {
+        if w.write_segments(&buf).await.is_err() {
             return;
         }
     }
@@ -359,11 +359,8 @@ impl Driver {
         let inner = &self.inner;
         for (&id, l) in self.links.iter_mut() {
             while l.queued < limit {
-                let mut buf = l
-                    .spare
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(BATCH + 32 * 1024));
-                let n = s.conn.poll_transmit(id, now, BATCH, &mut buf);
+                let mut buf = l.spare.pop().unwrap_or_default();
+                let n = s.conn.poll_transmit_vectored(id, now, BATCH, &mut buf);
                 if n == 0 {
                     l.spare.push(buf);
                     break;

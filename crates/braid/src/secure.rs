@@ -441,6 +441,7 @@ async fn handshake_inner(
             cipher,
             nonce: 0,
             out: Vec::new(),
+            gather: Vec::new(),
         },
         peer,
     })
@@ -659,6 +660,7 @@ pub struct LinkWriter {
     cipher: Option<Arc<StatelessTransportState>>,
     nonce: u64,
     out: Vec<u8>,
+    gather: Vec<u8>,
 }
 
 impl std::fmt::Debug for LinkWriter {
@@ -698,6 +700,55 @@ impl LinkWriter {
             self.nonce += 1;
         }
         self.inner.write_all(&self.out).await
+    }
+
+    /// Writes `segments` in order (encrypted as messages of at most [`MAX_PAYLOAD`] bytes),
+    /// with vectored writes on plaintext links so the segments are not copied first.
+    ///
+    /// # Errors
+    /// I/O errors of the link.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (drop the link).
+    ///
+    /// ```
+    /// # async fn f(mut w: braid::secure::LinkWriter) -> std::io::Result<()> {
+    /// use bytes::Bytes;
+    /// w.write_segments(&[Bytes::from_static(b"head"), Bytes::from_static(b"payload")]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_segments(&mut self, segments: &[Bytes]) -> io::Result<()> {
+        if self.cipher.is_none() {
+            let (mut i, mut off) = (0usize, 0usize);
+            while i < segments.len() {
+                let mut slices = Vec::with_capacity(64);
+                slices.push(io::IoSlice::new(&segments[i][off..]));
+                for seg in segments[i + 1..].iter().take(63) {
+                    slices.push(io::IoSlice::new(seg));
+                }
+                let mut n = self.inner.write_vectored(&slices).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                while i < segments.len() && n >= segments[i].len() - off {
+                    n -= segments[i].len() - off;
+                    i += 1;
+                    off = 0;
+                }
+                off += n;
+            }
+            return Ok(());
+        }
+        let total: usize = segments.iter().map(|s| s.len()).sum();
+        let mut gathered = std::mem::take(&mut self.gather);
+        gathered.clear();
+        gathered.reserve(total);
+        for seg in segments {
+            gathered.extend_from_slice(seg);
+        }
+        let r = self.write_all(&gathered).await;
+        self.gather = gathered;
+        r
     }
 
     /// Flushes and shuts down the write direction (the peer reads a clean end).
