@@ -183,6 +183,15 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<ToDriver>) {
                 if n == 0 {
                     break;
                 }
+                // Feed everything that already arrived before timers are looked at: after
+                // the task was starved of CPU, acknowledgements waiting in the channel must
+                // not count as silence (a false dead link).
+                while batch.len() < 4096 {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
             }
             _ = inner.wake.notified() => {}
             _ = &mut sleep => {}

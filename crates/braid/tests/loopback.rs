@@ -21,6 +21,14 @@ async fn hundred_mb_each_way_over_four_links() {
     let conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
     let handle = conn.handle();
     let monitor = LinkMonitor::new(handle.clone());
+    // `connect` returns with the first link; start once all four are up.
+    for _ in 0..500 {
+        if handle.links().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handle.links().len(), 4, "links did not come up");
     let (mut r, mut w) = conn.into_split();
     let len = 100 * MB;
     let t = tokio::time::timeout(Duration::from_secs(120), async {
@@ -31,12 +39,15 @@ async fn hundred_mb_each_way_over_four_links() {
     .expect("transfer took over 120 s");
     assert_eq!(t.1.0, len);
     assert_eq!(t.0, t.1.1, "echoed bytes differ");
+    // Four links; one more if the loaded machine starved a link into a false timeout and
+    // it was redialled (nothing is lost then either, the hashes above prove it).
     let links = monitor.seen();
-    assert_eq!(links.len(), 4, "{links:?}");
-    for l in links {
-        let sent = handle.link_stats(l).unwrap().bytes_sent;
-        assert!(sent > 0, "link {l} carried nothing");
-    }
+    assert!((4..=6).contains(&links.len()), "{links:?}");
+    let carried = links
+        .iter()
+        .filter(|l| handle.link_stats(**l).is_some_and(|s| s.bytes_sent > 0))
+        .count();
+    assert!(carried >= 4, "only {carried} of {links:?} carried data");
 }
 
 /// Both ends send different streams at once: each side checks what the other sent.
@@ -125,25 +136,38 @@ async fn a_link_added_mid_transfer_carries_data() {
     let monitor = LinkMonitor::new(handle.clone());
     let (mut r, mut w) = conn.into_split();
     let len = 60 * MB;
+    // A quarter in, the writer waits until the new link is in the connection and has been
+    // measured (a round trip), so the rest of the transfer can use it however fast loopback is.
     let h2 = handle.clone();
-    let adder = tokio::spawn(async move {
-        while h2.stats().bytes_read < len / 4 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    let add_link = Box::pin(async move {
         h2.add_link(spec).unwrap();
+        for _ in 0..500 {
+            let measured = h2
+                .links()
+                .iter()
+                .any(|l| l.id != first && l.stats.srtt > Duration::ZERO);
+            if measured {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the added link never joined");
     });
     let (sent, got) = tokio::time::timeout(Duration::from_secs(120), async {
-        tokio::join!(write_stream(&mut w, 4, len), read_hash(&mut r))
+        tokio::join!(
+            write_stream_pausing(&mut w, 4, len, Some((len / 4, add_link))),
+            read_hash(&mut r)
+        )
     })
     .await
     .unwrap();
-    adder.await.unwrap();
     assert_eq!(got.unwrap(), (len, sent.unwrap()));
+    // The added link (or, on a starved machine, its redialled successor) carried data.
     let added: Vec<_> = monitor.seen().into_iter().filter(|&l| l != first).collect();
-    assert_eq!(added.len(), 1, "{added:?}");
-    let stats = handle.link_stats(added[0]).unwrap();
+    assert!(!added.is_empty());
+    let stats: Vec<_> = added.iter().filter_map(|l| handle.link_stats(*l)).collect();
     assert!(
-        stats.bytes_sent > 0,
+        stats.iter().any(|s| s.bytes_sent > 0),
         "the added link carried nothing: {stats:?}"
     );
 }

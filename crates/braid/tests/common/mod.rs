@@ -32,12 +32,34 @@ pub async fn write_stream<W: AsyncWrite + Unpin>(
     seed: u64,
     len: u64,
 ) -> io::Result<[u8; 32]> {
+    write_stream_pausing(w, seed, len, None).await
+}
+
+/// A point in a written stream where the writer waits for something.
+pub type Pause = (
+    u64,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+);
+
+/// Like [`write_stream`], but after `pause.0` bytes it waits for `pause.1` before writing
+/// the rest (so a test can change the links mid-transfer at a known point).
+pub async fn write_stream_pausing<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    seed: u64,
+    len: u64,
+    mut pause: Option<Pause>,
+) -> io::Result<[u8; 32]> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut sent = 0u64;
     while sent < len {
-        let n = (len - sent).min(buf.len() as u64) as usize;
+        if pause.as_ref().is_some_and(|(at, _)| sent >= *at) {
+            let (_, wait) = pause.take().expect("checked");
+            wait.await;
+        }
+        let until = pause.as_ref().map_or(len, |(at, _)| *at);
+        let n = (until - sent).min(buf.len() as u64) as usize;
         rng.fill_bytes(&mut buf[..n]);
         hash.update(&buf[..n]);
         w.write_all(&buf[..n]).await?;
