@@ -260,7 +260,8 @@ impl Runs {
     fn push(&mut self, bytes: u64, dur: Duration) {
         self.gbit.push(gbit(bytes, dur));
         let cpu = last_cpu().max(Duration::from_millis(10));
-        self.per_cpu.push(bytes as f64 * 8.0 / 1e9 / cpu.as_secs_f64());
+        self.per_cpu
+            .push(bytes as f64 * 8.0 / 1e9 / cpu.as_secs_f64());
     }
 
     fn median(&self) -> f64 {
@@ -578,7 +579,7 @@ fn main() {
         if run("bulk100") {
         println!("\n## 100 concurrent bulk streams, one session (median of interleaved rounds)");
         println!("baselines: 1 raw TCP connection, and 100 raw TCP connections at once");
-        let rounds = if quick { 3 } else { 3 };
+        let rounds = 3;
         let (mut raw1, mut raw100, mut br, mut ya) = (Runs::default(), Runs::default(), Runs::default(), Runs::default());
         let (mut bfair, mut yfair) = (Vec::new(), Vec::new());
         for _ in 0..rounds {

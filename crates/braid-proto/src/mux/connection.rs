@@ -375,6 +375,52 @@ impl Connection {
         }
     }
 
+    /// Takes buffered chunks without copying until `max` bytes are taken or none is left,
+    /// appending them to `out`; returns the bytes taken, `Ok(0)` at the end of the stream.
+    ///
+    /// One call grants the window back once for all chunks, and the caller can copy them out
+    /// of the session's lock.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub fn read_chunks(
+        &mut self,
+        now: Time,
+        id: StreamId,
+        max: usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<usize, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if s.recv_buffered == 0 {
+            if let Some(e) = self.stream_error(s) {
+                return Err(e);
+            }
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if max == 0 {
+            return Ok(0);
+        }
+        if s.recv_buffered == 0 {
+            if s.fin_received {
+                return Ok(0);
+            }
+            s.read_waiting = true;
+            return Err(StreamError::Blocked);
+        }
+        let mut n = 0;
+        while n < max {
+            let Some(chunk) = s.read_chunk(max - n) else {
+                break;
+            };
+            n += chunk.len();
+            out.push(chunk);
+        }
+        self.consumed(now, id, n as u32);
+        Ok(n)
+    }
+
     /// The application consumed `n` bytes of stream `id`: grant them back, growing the window
     /// while the reader keeps up.
     fn consumed(&mut self, now: Time, id: StreamId, n: u32) {
@@ -408,6 +454,35 @@ impl Connection {
         s.last_grant = now;
         s.grant_pending = true;
         self.queue_ctrl(id);
+    }
+
+    /// How many bytes [`write`](Self::write) or [`write_chunk`](Self::write_chunk) would take
+    /// now. The room only shrinks by writing, so a caller can prepare that many bytes (copy
+    /// them outside a lock) and hand them over with `write_chunk`.
+    ///
+    /// # Errors
+    /// [`StreamError::Blocked`] when there is no room (an [`Event::Writable`] follows); as
+    /// [`write`](Self::write) otherwise.
+    pub fn write_room(&mut self, id: StreamId) -> Result<usize, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if let Some(e) = self.stream_error(s) {
+            return Err(e);
+        }
+        let send_buffer = self.config.send_buffer as usize;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if s.fin_requested {
+            return Err(StreamError::Finished);
+        }
+        let room = (s.send_credit as usize)
+            .min(send_buffer)
+            .saturating_sub(s.send_buf.len());
+        if room == 0 {
+            s.write_waiting = true;
+            return Err(StreamError::Blocked);
+        }
+        Ok(room)
     }
 
     /// Queues bytes for sending; returns how many were taken (at most the peer's window and
