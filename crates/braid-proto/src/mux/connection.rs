@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::config::{Config, INITIAL_WINDOW};
 use super::error::{ConnectionError, OpenError, StreamError};
 use super::frame::{Flags, GoAwayCode, Header, StreamId};
-use super::stream::{ResetBy, Stream, StreamState};
+use super::stream::{ResetBy, SendBuffer, Stream, StreamState};
 use crate::Time;
 
 mod input;
@@ -457,26 +457,22 @@ impl Connection {
     }
 
     /// How many bytes [`write`](Self::write) or [`write_chunk`](Self::write_chunk) would take
-    /// now. The room only shrinks by writing, so a caller can prepare that many bytes (copy
-    /// them outside a lock) and hand them over with `write_chunk`.
+    /// now: the stream's room within the peer's window and its share of the send buffers
+    /// ([`Config::send_buffer`], [`Config::session_send_buffer`]). The room only shrinks by writing, so a
+    /// caller can prepare that many bytes (copy them outside a lock) and hand them over with
+    /// `write_chunk`.
     ///
     /// # Errors
     /// [`StreamError::Blocked`] when there is no room (an [`Event::Writable`] follows); as
     /// [`write`](Self::write) otherwise.
     pub fn write_room(&mut self, id: StreamId) -> Result<usize, StreamError> {
-        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
-        if let Some(e) = self.stream_error(s) {
-            return Err(e);
-        }
-        let send_buffer = self.config.send_buffer as usize;
+        self.check_writable(id)?;
+        let limit = self.stream_send_limit();
         let Some(s) = self.streams.get_mut(&id) else {
             return Err(StreamError::Unknown);
         };
-        if s.fin_requested {
-            return Err(StreamError::Finished);
-        }
         let room = (s.send_credit as usize)
-            .min(send_buffer)
+            .min(limit)
             .saturating_sub(s.send_buf.len());
         if room == 0 {
             s.write_waiting = true;
@@ -485,40 +481,27 @@ impl Connection {
         Ok(room)
     }
 
-    /// Queues bytes for sending; returns how many were taken (at most the peer's window and
-    /// the configured send buffer).
+    /// What one stream may queue: [`Config::send_buffer`], or its share of
+    /// [`Config::session_send_buffer`] among the streams with data queued, if smaller (but at
+    /// least a frame).
+    pub(crate) fn stream_send_limit(&self) -> usize {
+        let share = self.config.session_send_buffer / self.send_queue.len().max(1) as u64;
+        (self.config.send_buffer as usize)
+            .min(share.max(u64::from(self.config.frame_size())) as usize)
+    }
+
+    /// Queues bytes for sending; returns how many were taken (at most the peer's window, the
+    /// configured send buffer and the session's).
     ///
     /// # Errors
     /// [`StreamError::Blocked`] when none fits (an [`Event::Writable`] follows); finished,
     /// reset, closed and unknown streams.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
-        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
-        if let Some(e) = self.stream_error(s) {
-            return Err(e);
-        }
-        let send_buffer = self.config.send_buffer as usize;
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Err(StreamError::Unknown);
-        };
-        if s.fin_requested {
-            return Err(StreamError::Finished);
-        }
         if data.is_empty() {
-            return Ok(0);
+            return self.check_writable(id).map(|()| 0);
         }
-        let room = (s.send_credit as usize)
-            .min(send_buffer)
-            .saturating_sub(s.send_buf.len());
-        if room == 0 {
-            s.write_waiting = true;
-            return Err(StreamError::Blocked);
-        }
-        let n = room.min(data.len());
-        s.send_buf.extend_from_slice(&data[..n]);
-        if !s.in_send_queue {
-            s.in_send_queue = true;
-            self.send_queue.push_back(id);
-        }
+        let n = self.write_room(id)?.min(data.len());
+        self.queue_data(id, |buf| buf.extend_from_slice(&data[..n]));
         Ok(n)
     }
 
@@ -528,34 +511,35 @@ impl Connection {
     /// # Errors
     /// As [`write`](Self::write).
     pub fn write_chunk(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, StreamError> {
+        if data.is_empty() {
+            return self.check_writable(id).map(|()| 0);
+        }
+        let n = self.write_room(id)?.min(data.len());
+        self.queue_data(id, |buf| buf.push_chunk(data.split_to(n)));
+        Ok(n)
+    }
+
+    /// Errors of [`write`](Self::write) other than [`StreamError::Blocked`].
+    fn check_writable(&self, id: StreamId) -> Result<(), StreamError> {
         let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
         if let Some(e) = self.stream_error(s) {
             return Err(e);
         }
-        let send_buffer = self.config.send_buffer as usize;
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Err(StreamError::Unknown);
-        };
         if s.fin_requested {
             return Err(StreamError::Finished);
         }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let room = (s.send_credit as usize)
-            .min(send_buffer)
-            .saturating_sub(s.send_buf.len());
-        if room == 0 {
-            s.write_waiting = true;
-            return Err(StreamError::Blocked);
-        }
-        let n = room.min(data.len());
-        s.send_buf.push_chunk(data.split_to(n));
+        Ok(())
+    }
+
+    fn queue_data(&mut self, id: StreamId, put: impl FnOnce(&mut SendBuffer)) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        put(&mut s.send_buf);
         if !s.in_send_queue {
             s.in_send_queue = true;
             self.send_queue.push_back(id);
         }
-        Ok(n)
     }
 
     /// Half-closes the stream: FIN goes after the queued data.
@@ -765,7 +749,9 @@ impl Connection {
                 s.recv_buf.iter().map(Bytes::len).sum::<usize>()
             );
             assert!(s.send_buf.len() <= s.send_credit as usize);
-            assert!(s.send_buf.len() <= self.config.send_buffer as usize);
+            assert!(
+                s.send_buf.len() <= self.config.send_buffer.max(self.config.frame_size()) as usize
+            );
             if s.has_sendable() && self.error.is_none() {
                 assert!(
                     s.in_send_queue || s.send_credit == 0,
