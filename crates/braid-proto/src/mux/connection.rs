@@ -458,9 +458,9 @@ impl Connection {
 
     /// How many bytes [`write`](Self::write) or [`write_chunk`](Self::write_chunk) would take
     /// now: the stream's room within the peer's window and its share of the send buffers
-    /// ([`Config::send_buffer`], [`Config::session_send_buffer`]). The room only shrinks by writing, so a
-    /// caller can prepare that many bytes (copy them outside a lock) and hand them over with
-    /// `write_chunk`.
+    /// ([`Config::send_buffer`], [`Config::session_send_buffer`]). A caller can prepare that
+    /// many bytes (copy them outside a lock) and hand them over with `write_chunk`; if other
+    /// streams queued data meanwhile, the share may have shrunk and `write_chunk` takes less.
     ///
     /// # Errors
     /// [`StreamError::Blocked`] when there is no room (an [`Event::Writable`] follows); as

@@ -36,8 +36,8 @@ pub struct Stream {
     chunks: Vec<Bytes>,
 }
 
-/// Writes at least this large are copied outside the session's lock (smaller ones are copied
-/// under it: cheaper than locking twice).
+/// Reads and writes at least this large are copied outside the session's lock (smaller ones
+/// are copied under it: cheaper than locking twice, and no chunk list is kept).
 const COPY_OUTSIDE_LOCK: usize = 16 * 1024;
 
 fn to_io(e: StreamError) -> io::Error {
@@ -169,8 +169,8 @@ impl Stream {
 }
 
 impl AsyncRead for Stream {
-    /// Takes the buffered payload chunks under the session's lock and copies them into `buf`
-    /// after releasing it, so the copy runs in parallel with the driver.
+    /// Large reads take the buffered payload chunks under the session's lock and copy them into
+    /// `buf` after releasing it, so the copy runs in parallel with the driver.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -180,11 +180,18 @@ impl AsyncRead for Stream {
         {
             let mut st = this.shared.lock();
             let now = this.shared.now();
-            match st
-                .conn
-                .read_chunks(now, this.id, buf.remaining(), &mut this.chunks)
-            {
-                Ok(_) => st.wake_driver_if_needed(),
+            let res = if buf.remaining() < COPY_OUTSIDE_LOCK {
+                // Small reads copy under the lock: no chunk list kept per stream.
+                st.conn
+                    .read(now, this.id, buf.initialize_unfilled())
+                    .map(|n| buf.advance(n))
+            } else {
+                st.conn
+                    .read_chunks(now, this.id, buf.remaining(), &mut this.chunks)
+                    .map(drop)
+            };
+            match res {
+                Ok(()) => st.wake_driver_if_needed(),
                 Err(StreamError::Blocked) => {
                     let w = st.wakers.entry(this.id).or_default();
                     if !w.read.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
@@ -222,8 +229,8 @@ impl AsyncWrite for Stream {
                     let n = room.min(buf.len());
                     this.shared.blocks.copy(&buf[..n], &mut this.chunks);
                     st = this.shared.lock();
-                    // The room only grows while the lock is released: all of it is taken,
-                    // unless the stream failed meanwhile.
+                    // Usually all of it is taken; less if other streams queued data meanwhile
+                    // (a smaller share each) or the stream failed: report what was taken.
                     let mut res = Ok(0);
                     for mut block in this.chunks.drain(..) {
                         match st.conn.write_chunk(this.id, &mut block) {
