@@ -22,6 +22,37 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const CHUNK: usize = 256 * 1024;
 
+/// CPU time (user + system, all threads) of this process, from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th, in clock ticks of 1/100 s.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// CPU time the process spent during the last measured window (set by `bulk` and
+/// `braid_zero_copy`): throughput per CPU-second is steadier than throughput alone on a machine
+/// shared with other work.
+static LAST_CPU_MS: AtomicU64 = AtomicU64::new(0);
+
+fn last_cpu() -> Duration {
+    Duration::from_millis(LAST_CPU_MS.load(Ordering::Relaxed))
+}
+
+fn record_cpu(before: Duration) {
+    LAST_CPU_MS.store(
+        cpu_time().saturating_sub(before).as_millis() as u64,
+        Ordering::Relaxed,
+    );
+}
+
 fn braid_config() -> Config {
     let mut c = Config::default();
     c.keepalive = None;
@@ -148,9 +179,11 @@ async fn bulk(client: Vec<Box<dyn Io>>, server: Vec<Box<dyn Io>>, dur: Duration)
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu = cpu_time();
     let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     tokio::time::sleep(dur).await;
     let after: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    record_cpu(cpu);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -196,9 +229,11 @@ async fn braid_zero_copy(dur: Duration) -> u64 {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu = cpu_time();
     let before = counter.load(Ordering::Relaxed);
     tokio::time::sleep(dur).await;
     let after = counter.load(Ordering::Relaxed);
+    record_cpu(cpu);
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
@@ -211,6 +246,31 @@ fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// One contender's measurements over the rounds of a section.
+#[derive(Default)]
+struct Runs {
+    gbit: Vec<f64>,
+    /// Gbit moved per CPU-second the whole process used (both ends, all threads).
+    per_cpu: Vec<f64>,
+}
+
+impl Runs {
+    fn push(&mut self, bytes: u64, dur: Duration) {
+        self.gbit.push(gbit(bytes, dur));
+        let cpu = last_cpu().max(Duration::from_millis(10));
+        self.per_cpu
+            .push(bytes as f64 * 8.0 / 1e9 / cpu.as_secs_f64());
+    }
+
+    fn median(&self) -> f64 {
+        median(&mut self.gbit.clone())
+    }
+
+    fn efficiency(&self) -> f64 {
+        median(&mut self.per_cpu.clone())
+    }
 }
 
 fn gbit(bytes: u64, dur: Duration) -> f64 {
@@ -470,34 +530,32 @@ fn main() {
         println!("braid {:.0} B/stream | yamux {:.0} B/stream", b, y);
         }
 
-        let mut raw_g = 0.0;
-        if run("bulk1") || run("bulk100") {
+        if run("bulk1") {
         println!("\n## one bulk stream (median of interleaved rounds)");
         // Interleaved rounds, median of each: the machine is shared and noisy.
         let rounds = if quick { 3 } else { 5 };
-        let (mut raws, mut brs, mut yas, mut zcs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut raw, mut br, mut zc, mut ya) = (Runs::default(), Runs::default(), Runs::default(), Runs::default());
         for _ in 0..rounds {
             if profile.is_none() {
-                raws.push(gbit(raw_tcp(1, dur).await[0], dur));
+                raw.push(raw_tcp(1, dur).await.iter().sum(), dur);
             }
             if profile.is_none() || profile.as_deref() == Some("braid") {
                 let pairs = streams(&Kind::Braid, 1).await;
-                brs.push(gbit(bulk(pairs.client, pairs.server, dur).await[0], dur));
+                br.push(bulk(pairs.client, pairs.server, dur).await.iter().sum(), dur);
             }
             if profile.is_none() || profile.as_deref() == Some("braid-chunks") {
-                zcs.push(gbit(braid_zero_copy(dur).await, dur));
+                zc.push(braid_zero_copy(dur).await, dur);
             }
             if profile.is_none() || profile.as_deref() == Some("yamux") {
                 let pairs = streams(&Kind::Yamux, 1).await;
-                yas.push(gbit(bulk(pairs.client, pairs.server, dur).await[0], dur));
+                ya.push(bulk(pairs.client, pairs.server, dur).await.iter().sum(), dur);
             }
         }
         println!(
-            "rounds (Gbit/s): raw {raws:.2?} braid {brs:.2?} braid-chunks {zcs:.2?} yamux {yas:.2?}"
+            "rounds (Gbit/s): raw {:.2?} braid {:.2?} braid-chunks {:.2?} yamux {:.2?}",
+            raw.gbit, br.gbit, zc.gbit, ya.gbit
         );
-        let zc_g = median(&mut zcs);
-        let (br_g, ya_g) = (median(&mut brs), median(&mut yas));
-        raw_g = median(&mut raws);
+        let (raw_g, br_g, zc_g, ya_g) = (raw.median(), br.median(), zc.median(), ya.median());
         println!(
             "raw TCP {raw_g:.2} Gbit/s | braid {br_g:.2} Gbit/s ({:.0}% of raw) | yamux {ya_g:.2} Gbit/s ({:.0}% of raw) | braid/yamux {:.2}x",
             br_g / raw_g * 100.0,
@@ -509,35 +567,68 @@ fn main() {
             zc_g / raw_g * 100.0,
             zc_g / ya_g
         );
+        let (raw_e, br_e, zc_e, ya_e) = (raw.efficiency(), br.efficiency(), zc.efficiency(), ya.efficiency());
+        println!(
+            "Gbit per CPU-second (both ends): raw {raw_e:.1} | braid {br_e:.1} ({:.0}% of raw) | braid zero-copy {zc_e:.1} ({:.0}%) | yamux {ya_e:.1} ({:.0}%)",
+            br_e / raw_e * 100.0,
+            zc_e / raw_e * 100.0,
+            ya_e / raw_e * 100.0
+        );
         }
 
         if run("bulk100") {
-        println!("\n## 100 concurrent bulk streams (one session) vs one raw TCP connection");
-        let pairs = streams(&Kind::Braid, 100).await;
-        let br = bulk(pairs.client, pairs.server, dur).await;
-        if profile.as_deref() == Some("braid") {
-            println!("braid {:.2} Gbit/s", gbit(br.iter().sum(), dur));
-            return;
+        println!("\n## 100 concurrent bulk streams, one session (median of interleaved rounds)");
+        println!("baselines: 1 raw TCP connection, and 100 raw TCP connections at once");
+        let rounds = 3;
+        let (mut raw1, mut raw100, mut br, mut ya) = (Runs::default(), Runs::default(), Runs::default(), Runs::default());
+        let (mut bfair, mut yfair) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            if profile.is_none() {
+                raw1.push(raw_tcp(1, dur).await.iter().sum(), dur);
+                raw100.push(raw_tcp(100, dur).await.iter().sum(), dur);
+            }
+            if profile.is_none() || profile.as_deref() == Some("braid") {
+                let pairs = streams(&Kind::Braid, 100).await;
+                let per = bulk(pairs.client, pairs.server, dur).await;
+                br.push(per.iter().sum(), dur);
+                bfair.push(fairness(&per));
+            }
+            if profile.is_none() || profile.as_deref() == Some("yamux") {
+                let pairs = streams(&Kind::Yamux, 100).await;
+                let per = bulk(pairs.client, pairs.server, dur).await;
+                ya.push(per.iter().sum(), dur);
+                yfair.push(fairness(&per));
+            }
         }
-        let pairs = streams(&Kind::Yamux, 100).await;
-        let ya = bulk(pairs.client, pairs.server, dur).await;
-        let raw100 = raw_tcp(100, dur).await;
-        let br_g = gbit(br.iter().sum(), dur);
-        let ya_g = gbit(ya.iter().sum(), dur);
-        let raw100_g = gbit(raw100.iter().sum(), dur);
-        let (bmin, bmax) = fairness(&br);
-        let (ymin, ymax) = fairness(&ya);
         println!(
-            "braid {br_g:.2} Gbit/s ({:.0}% of 1 raw TCP, {:.0}% of 100 raw TCP at {raw100_g:.2}), per-stream min/max of mean {bmin:.2}/{bmax:.2}",
-            br_g / raw_g * 100.0,
+            "rounds (Gbit/s): 1 raw {:.2?} 100 raw {:.2?} braid {:.2?} yamux {:.2?}",
+            raw1.gbit, raw100.gbit, br.gbit, ya.gbit
+        );
+        let (raw1_g, raw100_g, br_g, ya_g) = (raw1.median(), raw100.median(), br.median(), ya.median());
+        let worst = |f: &[(f64, f64)]| {
+            (
+                f.iter().map(|x| x.0).fold(f64::INFINITY, f64::min),
+                f.iter().map(|x| x.1).fold(0.0, f64::max),
+            )
+        };
+        let ((bmin, bmax), (ymin, ymax)) = (worst(&bfair), worst(&yfair));
+        println!(
+            "braid {br_g:.2} Gbit/s ({:.0}% of 1 raw TCP at {raw1_g:.2}, {:.0}% of 100 raw TCP at {raw100_g:.2}), per-stream min/max of mean (worst round) {bmin:.2}/{bmax:.2}",
+            br_g / raw1_g * 100.0,
             br_g / raw100_g * 100.0
         );
         println!(
-            "yamux {ya_g:.2} Gbit/s ({:.0}% of 1 raw TCP), per-stream min/max of mean {ymin:.2}/{ymax:.2} | braid/yamux {:.2}x",
-            ya_g / raw_g * 100.0,
+            "yamux {ya_g:.2} Gbit/s ({:.0}% of 1 raw TCP, {:.0}% of 100 raw TCP), per-stream min/max of mean (worst round) {ymin:.2}/{ymax:.2} | braid/yamux {:.2}x",
+            ya_g / raw1_g * 100.0,
+            ya_g / raw100_g * 100.0,
             br_g / ya_g
         );
-
+        let (r1e, r100e, be, ye) = (raw1.efficiency(), raw100.efficiency(), br.efficiency(), ya.efficiency());
+        println!(
+            "Gbit per CPU-second (both ends): 1 raw {r1e:.1} | 100 raw {r100e:.1} | braid {be:.1} ({:.0}% of 1 raw, {:.0}% of 100 raw) | yamux {ye:.1}",
+            be / r1e * 100.0,
+            be / r100e * 100.0
+        );
         }
 
         if run("open") {

@@ -31,8 +31,13 @@ pub struct Config {
     /// rust-yamux drop the connection on larger frames). Smaller frames share the link more
     /// finely between streams.
     pub max_frame_size: u32,
-    /// Bytes a stream's writer may queue ahead of the transmitter (default 256 KiB).
+    /// Bytes a stream's writer may queue ahead of the transmitter (default 1 MiB).
     pub send_buffer: u32,
+    /// Bytes all streams together may queue ahead of the transmitter (default 4 MiB). With
+    /// many busy streams this keeps the queued data few enough to still be in the CPU's cache
+    /// when it is written to the connection; writers held back by it are woken together when
+    /// half of it has drained.
+    pub session_send_buffer: u64,
     /// Maximum concurrent streams, both directions (default 8192). A peer's SYN beyond it is
     /// answered with RST; the session survives.
     pub max_streams: usize,
@@ -59,6 +64,7 @@ impl Default for Config {
             max_session_window: 128 * 1024 * 1024,
             max_frame_size: 64 * 1024,
             send_buffer: 1024 * 1024,
+            session_send_buffer: 4 * 1024 * 1024,
             max_streams: 8192,
             max_pending_accept: 256,
             max_pending_open: 256,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::config::{Config, INITIAL_WINDOW};
 use super::error::{ConnectionError, OpenError, StreamError};
 use super::frame::{Flags, GoAwayCode, Header, StreamId};
-use super::stream::{ResetBy, Stream, StreamState};
+use super::stream::{ResetBy, SendBuffer, Stream, StreamState};
 use crate::Time;
 
 mod input;
@@ -375,6 +375,52 @@ impl Connection {
         }
     }
 
+    /// Takes buffered chunks without copying until `max` bytes are taken or none is left,
+    /// appending them to `out`; returns the bytes taken, `Ok(0)` at the end of the stream.
+    ///
+    /// One call grants the window back once for all chunks, and the caller can copy them out
+    /// of the session's lock.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub fn read_chunks(
+        &mut self,
+        now: Time,
+        id: StreamId,
+        max: usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<usize, StreamError> {
+        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
+        if s.recv_buffered == 0 {
+            if let Some(e) = self.stream_error(s) {
+                return Err(e);
+            }
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if max == 0 {
+            return Ok(0);
+        }
+        if s.recv_buffered == 0 {
+            if s.fin_received {
+                return Ok(0);
+            }
+            s.read_waiting = true;
+            return Err(StreamError::Blocked);
+        }
+        let mut n = 0;
+        while n < max {
+            let Some(chunk) = s.read_chunk(max - n) else {
+                break;
+            };
+            n += chunk.len();
+            out.push(chunk);
+        }
+        self.consumed(now, id, n as u32);
+        Ok(n)
+    }
+
     /// The application consumed `n` bytes of stream `id`: grant them back, growing the window
     /// while the reader keeps up.
     fn consumed(&mut self, now: Time, id: StreamId, n: u32) {
@@ -422,40 +468,52 @@ impl Connection {
         }
     }
 
-    /// Queues bytes for sending; returns how many were taken (at most the peer's window and
-    /// the configured send buffer).
+    /// How many bytes [`write`](Self::write) or [`write_chunk`](Self::write_chunk) would take
+    /// now: the stream's room within the peer's window and its share of the send buffers
+    /// ([`Config::send_buffer`], [`Config::session_send_buffer`]). A caller can prepare that
+    /// many bytes (copy them outside a lock) and hand them over with `write_chunk`; if other
+    /// streams queued data meanwhile, the share may have shrunk and `write_chunk` takes less.
     ///
     /// # Errors
-    /// [`StreamError::Blocked`] when none fits (an [`Event::Writable`] follows); finished,
-    /// reset, closed and unknown streams.
-    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
-        let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
-        if let Some(e) = self.stream_error(s) {
-            return Err(e);
-        }
-        let send_buffer = self.config.send_buffer as usize;
+    /// [`StreamError::Blocked`] when there is no room (an [`Event::Writable`] follows); as
+    /// [`write`](Self::write) otherwise.
+    pub fn write_room(&mut self, id: StreamId) -> Result<usize, StreamError> {
+        self.check_writable(id)?;
+        let limit = self.stream_send_limit();
         let Some(s) = self.streams.get_mut(&id) else {
             return Err(StreamError::Unknown);
         };
-        if s.fin_requested {
-            return Err(StreamError::Finished);
-        }
-        if data.is_empty() {
-            return Ok(0);
-        }
         let room = (s.send_credit as usize)
-            .min(send_buffer)
+            .min(limit)
             .saturating_sub(s.send_buf.len());
         if room == 0 {
             s.write_waiting = true;
             return Err(StreamError::Blocked);
         }
-        let n = room.min(data.len());
-        s.send_buf.extend_from_slice(&data[..n]);
-        if !s.in_send_queue {
-            s.in_send_queue = true;
-            self.send_queue.push_back(id);
+        Ok(room)
+    }
+
+    /// What one stream may queue: [`Config::send_buffer`], or its share of
+    /// [`Config::session_send_buffer`] among the streams with data queued, if smaller (but at
+    /// least a frame).
+    pub(crate) fn stream_send_limit(&self) -> usize {
+        let share = self.config.session_send_buffer / self.send_queue.len().max(1) as u64;
+        (self.config.send_buffer as usize)
+            .min(share.max(u64::from(self.config.frame_size())) as usize)
+    }
+
+    /// Queues bytes for sending; returns how many were taken (at most the peer's window, the
+    /// configured send buffer and the session's).
+    ///
+    /// # Errors
+    /// [`StreamError::Blocked`] when none fits (an [`Event::Writable`] follows); finished,
+    /// reset, closed and unknown streams.
+    pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        if data.is_empty() {
+            return self.check_writable(id).map(|()| 0);
         }
+        let n = self.write_room(id)?.min(data.len());
+        self.queue_data(id, |buf| buf.extend_from_slice(&data[..n]));
         Ok(n)
     }
 
@@ -465,34 +523,35 @@ impl Connection {
     /// # Errors
     /// As [`write`](Self::write).
     pub fn write_chunk(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, StreamError> {
+        if data.is_empty() {
+            return self.check_writable(id).map(|()| 0);
+        }
+        let n = self.write_room(id)?.min(data.len());
+        self.queue_data(id, |buf| buf.push_chunk(data.split_to(n)));
+        Ok(n)
+    }
+
+    /// Errors of [`write`](Self::write) other than [`StreamError::Blocked`].
+    fn check_writable(&self, id: StreamId) -> Result<(), StreamError> {
         let s = self.streams.get(&id).ok_or(StreamError::Unknown)?;
         if let Some(e) = self.stream_error(s) {
             return Err(e);
         }
-        let send_buffer = self.config.send_buffer as usize;
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Err(StreamError::Unknown);
-        };
         if s.fin_requested {
             return Err(StreamError::Finished);
         }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let room = (s.send_credit as usize)
-            .min(send_buffer)
-            .saturating_sub(s.send_buf.len());
-        if room == 0 {
-            s.write_waiting = true;
-            return Err(StreamError::Blocked);
-        }
-        let n = room.min(data.len());
-        s.send_buf.push_chunk(data.split_to(n));
+        Ok(())
+    }
+
+    fn queue_data(&mut self, id: StreamId, put: impl FnOnce(&mut SendBuffer)) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        put(&mut s.send_buf);
         if !s.in_send_queue {
             s.in_send_queue = true;
             self.send_queue.push_back(id);
         }
-        Ok(n)
     }
 
     /// Half-closes the stream: FIN goes after the queued data.
@@ -702,7 +761,9 @@ impl Connection {
                 s.recv_buf.iter().map(Bytes::len).sum::<usize>()
             );
             assert!(s.send_buf.len() <= s.send_credit as usize);
-            assert!(s.send_buf.len() <= self.config.send_buffer as usize);
+            assert!(
+                s.send_buf.len() <= self.config.send_buffer.max(self.config.frame_size()) as usize
+            );
             if s.has_sendable() && self.error.is_none() {
                 assert!(
                     s.in_send_queue || s.send_credit == 0,

@@ -333,6 +333,26 @@ fn writer_stops_at_the_peer_window_and_resumes_on_update() {
 }
 
 #[test]
+fn busy_streams_share_the_session_send_buffer() {
+    let mut config = Config::default();
+    config.session_send_buffer = 256 * 1024;
+    config.max_frame_size = 16 * 1024;
+    let mut m = Mock::with(Side::Client, config);
+    let ids: Vec<StreamId> = (0..4).map(|_| m.conn.open().unwrap()).collect();
+    let chunk = vec![7u8; 1 << 20];
+    // Alone, a stream may fill the session's buffer (and no more than the peer's window).
+    assert_eq!(m.conn.write(ids[0], &chunk), Ok(256 * 1024));
+    // Four busy streams get a quarter each (a soft cap: the first keeps what it queued).
+    for &id in &ids[1..] {
+        m.conn.write(id, &chunk[..1000]).unwrap();
+    }
+    for &id in &ids[1..] {
+        assert_eq!(m.conn.write_room(id), Ok(64 * 1024 - 1000));
+    }
+    m.conn.check_invariants();
+}
+
+#[test]
 fn data_beyond_window_is_a_protocol_error() {
     let mut m = Mock::new(Side::Server);
     m.send(data(1, Flags::SYN, 0), &[]).unwrap();

@@ -34,6 +34,7 @@
 //! ```
 
 mod driver;
+mod pool;
 mod session;
 mod stream;
 

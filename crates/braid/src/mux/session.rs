@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::StreamId;
 use super::driver::Driver;
+use super::pool::BlockPool;
 use super::stream::Stream;
 
 /// Why a session operation failed.
@@ -137,6 +138,8 @@ fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
 pub(crate) struct Shared {
     state: Mutex<State>,
     epoch: Instant,
+    /// Blocks that large writes are copied into.
+    pub(crate) blocks: Arc<BlockPool>,
 }
 
 impl Shared {
@@ -240,6 +243,7 @@ impl Session {
                 driver_done: false,
             }),
             epoch,
+            blocks: Arc::default(),
         });
         tokio::spawn(Driver::new(io, shared.clone()));
         Session { shared }

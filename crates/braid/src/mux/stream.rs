@@ -31,7 +31,14 @@ use super::session::Shared;
 pub struct Stream {
     shared: Arc<Shared>,
     id: StreamId,
+    /// Chunks `poll_read` takes under the lock and copies out after releasing it, and
+    /// `poll_write` copies into outside the lock.
+    chunks: Vec<Bytes>,
 }
+
+/// Reads and writes at least this large are copied outside the session's lock (smaller ones
+/// are copied under it: cheaper than locking twice, and no chunk list is kept).
+const COPY_OUTSIDE_LOCK: usize = 16 * 1024;
 
 fn to_io(e: StreamError) -> io::Error {
     match e {
@@ -44,7 +51,11 @@ fn to_io(e: StreamError) -> io::Error {
 
 impl Stream {
     pub(crate) fn new(shared: Arc<Shared>, id: StreamId) -> Self {
-        Stream { shared, id }
+        Stream {
+            shared,
+            id,
+            chunks: Vec::new(),
+        }
     }
 
     /// The yamux stream id (odd: opened by the client, even: by the server).
@@ -158,46 +169,97 @@ impl Stream {
 }
 
 impl AsyncRead for Stream {
+    /// Large reads take the buffered payload chunks under the session's lock and copy them into
+    /// `buf` after releasing it, so the copy runs in parallel with the driver.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut st = self.shared.lock();
-        let now = self.shared.now();
-        let dst = buf.initialize_unfilled();
-        match st.conn.read(now, self.id, dst) {
-            Ok(n) => {
-                buf.advance(n);
-                st.wake_driver_if_needed();
-                Poll::Ready(Ok(()))
-            }
-            Err(StreamError::Blocked) => {
-                let w = st.wakers.entry(self.id).or_default();
-                if !w.read.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
-                    w.read = Some(cx.waker().clone());
+        let this = self.get_mut();
+        {
+            let mut st = this.shared.lock();
+            let now = this.shared.now();
+            let res = if buf.remaining() < COPY_OUTSIDE_LOCK {
+                // Small reads copy under the lock: no chunk list kept per stream.
+                st.conn
+                    .read(now, this.id, buf.initialize_unfilled())
+                    .map(|n| buf.advance(n))
+            } else {
+                st.conn
+                    .read_chunks(now, this.id, buf.remaining(), &mut this.chunks)
+                    .map(drop)
+            };
+            match res {
+                Ok(()) => st.wake_driver_if_needed(),
+                Err(StreamError::Blocked) => {
+                    let w = st.wakers.entry(this.id).or_default();
+                    if !w.read.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
+                        w.read = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                Err(e) => return Poll::Ready(Err(to_io(e))),
             }
-            Err(e) => Poll::Ready(Err(to_io(e))),
         }
+        for chunk in this.chunks.drain(..) {
+            buf.put_slice(&chunk);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for Stream {
+    /// Small writes are copied into the stream's send buffer under the session's lock. Large
+    /// ones are copied outside it (into pooled blocks the payload then goes to the socket from), so
+    /// the copy runs in parallel with the driver and the other streams.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut st = self.shared.lock();
-        match st.conn.write(self.id, buf) {
+        let this = self.get_mut();
+        let mut st = this.shared.lock();
+        let res = if buf.len() < COPY_OUTSIDE_LOCK {
+            st.conn.write(this.id, buf)
+        } else {
+            match st.conn.write_room(this.id) {
+                Ok(room) => {
+                    drop(st);
+                    let n = room.min(buf.len());
+                    this.shared.blocks.copy(&buf[..n], &mut this.chunks);
+                    st = this.shared.lock();
+                    // Usually all of it is taken; less if other streams queued data meanwhile
+                    // (a smaller share each) or the stream failed: report what was taken.
+                    let mut res = Ok(0);
+                    for mut block in this.chunks.drain(..) {
+                        match st.conn.write_chunk(this.id, &mut block) {
+                            Ok(k) => {
+                                res = Ok(res.unwrap_or(0) + k);
+                                if !block.is_empty() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                if res == Ok(0) {
+                                    res = Err(e);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    res
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match res {
             Ok(n) => {
                 st.wake_driver_if_needed();
                 Poll::Ready(Ok(n))
             }
             Err(StreamError::Blocked) => {
-                let w = st.wakers.entry(self.id).or_default();
+                let w = st.wakers.entry(this.id).or_default();
                 if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
                     w.write = Some(cx.waker().clone());
                 }

@@ -34,11 +34,11 @@ impl Connection {
             self.stream_ctrl_frame(id, out);
         }
         let frame_size = self.config.frame_size();
-        let send_buffer = self.config.send_buffer as usize;
         while out.len() - start < budget {
             let Some(id) = self.send_queue.pop_front() else {
                 break;
             };
+            let limit = self.stream_send_limit();
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
@@ -76,11 +76,11 @@ impl Connection {
                 self.send_queue.push_back(id);
             }
             let room = (s.send_credit as usize)
-                .min(send_buffer)
+                .min(limit)
                 .saturating_sub(s.send_buf.len());
             // Wake a blocked writer once half its buffer has drained, not after every frame:
             // one wake-up refills many frames.
-            if s.write_waiting && room > 0 && s.send_buf.len() <= send_buffer / 2 {
+            if s.write_waiting && room > 0 && s.send_buf.len() <= limit / 2 {
                 s.write_waiting = false;
                 self.events.push_back(Event::Writable(id));
             }
