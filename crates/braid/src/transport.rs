@@ -332,7 +332,9 @@ impl LinkListener {
     /// let dir = std::env::temp_dir().join(format!("braid-doc-{}", std::process::id()));
     /// std::fs::create_dir_all(&dir)?;
     /// let spec = braid::spec::ListenSpec::Unix(dir.join("l.sock"));
-    /// let _l = braid::transport::LinkListener::bind(&spec).await?;
+    /// let l = braid::transport::LinkListener::bind(&spec).await?;
+    /// drop(l); // removes the socket file
+    /// # std::fs::remove_dir_all(&dir)?;
     /// # Ok(()) }
     /// ```
     pub async fn bind(spec: &ListenSpec) -> io::Result<Self> {
