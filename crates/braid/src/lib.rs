@@ -53,6 +53,7 @@ mod join;
 pub mod mux;
 pub mod secure;
 pub mod server;
+pub mod service;
 pub mod spec;
 pub mod transport;
 
