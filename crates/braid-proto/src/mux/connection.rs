@@ -378,7 +378,14 @@ impl Connection {
     /// The application consumed `n` bytes of stream `id`: grant them back, growing the window
     /// while the reader keeps up.
     fn consumed(&mut self, now: Time, id: StreamId, n: u32) {
-        let rtt = self.min_rtt.unwrap_or(self.config.initial_rtt);
+        // The round trip the window must cover is the one data sees now, queues included
+        // (over a deep-buffered transport such as an aggregated braid connection it can be
+        // many times the idle minimum), so the latest sample counts, never less than the
+        // minimum.
+        let rtt = self
+            .rtt
+            .max(self.min_rtt)
+            .unwrap_or(self.config.initial_rtt);
         let cap = self.config.stream_window_cap();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -405,9 +412,14 @@ impl Connection {
                 self.session_window += u64::from(growth);
             }
         }
+        let tuning = s.recv_window < cap;
         s.last_grant = now;
         s.grant_pending = true;
         self.queue_ctrl(id);
+        // Keep the RTT current while a window is still growing: one probe in flight at most.
+        if tuning && self.pings.is_empty() {
+            let _ = self.ping(now);
+        }
     }
 
     /// Queues bytes for sending; returns how many were taken (at most the peer's window and
