@@ -344,3 +344,52 @@ async fn killing_a_link_mid_transfer_loses_nothing_on_any_stream() {
     })
     .await;
 }
+
+/// The same with a link removed through the API (as `braid links remove` does) instead of
+/// killed: streams both ways carry on over the remaining links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_link_mid_transfer_loses_nothing_on_any_stream() {
+    init_logs();
+    within(180, async {
+        let (c, s) = connection_pair(LINKS).await;
+        let handle = c.handle();
+        let client = Session::client(c, config());
+        let server = Session::server(s, config());
+        spawn_echo_acceptor(server.clone());
+        spawn_echo_acceptor(client.clone());
+        let per_stream = if cfg!(debug_assertions) {
+            4 * 1024 * 1024
+        } else {
+            32 * 1024 * 1024
+        };
+        let remove_at = (4 * per_stream / 3) as u64;
+        let h2 = handle.clone();
+        let remover = tokio::spawn(async move {
+            while h2.stats().bytes_read < remove_at {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let victim = h2.links()[0].id;
+            h2.remove_link(victim).unwrap();
+            victim
+        });
+        let mut tasks = Vec::new();
+        for i in 0..4u64 {
+            let side = if i % 2 == 0 { &client } else { &server };
+            let st = side.open().await.unwrap();
+            tasks.push(tokio::spawn(echo_check(st, payload(70 + i, per_stream))));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let victim = remover.await.unwrap();
+        // Removal closes the link gracefully: it leaves the list once closed.
+        for _ in 0..500 {
+            if handle.links().iter().all(|l| l.id != victim) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("removed link {victim} still listed: {:?}", handle.links());
+    })
+    .await;
+}

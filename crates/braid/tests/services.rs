@@ -151,3 +151,23 @@ async fn bad_or_missing_headers_get_an_error_reply_or_a_reset() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_the_mux_is_sent_away_and_the_connection_closes() {
+    init_logs();
+    within(30, async {
+        let (mut c, s) = connection_pair(3).await;
+        let served = tokio::spawn(service::serve_connection(s, Arc::new(Services::new())));
+        // Raw bytes where yamux frames belong: version byte b'h' is a protocol error.
+        c.write_all(b"hello world!").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.unwrap();
+        // The server's frames end with GoAway(protocol error).
+        let last = got.chunks(12).last().unwrap();
+        assert_eq!(&last[..2], &[0, 3], "a GoAway frame: {got:?}");
+        assert_eq!(&last[8..12], &1u32.to_be_bytes());
+        served.await.unwrap();
+    })
+    .await;
+}

@@ -43,7 +43,7 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 
 use crate::Connection;
-use crate::mux::{Config, Session, SessionError, Stream};
+use crate::mux::{Config, ConnectionError, Session, SessionError, Stream};
 
 pub use forward::{FORWARD, bridge, forward};
 pub use header::{HeaderError, MAX_ARGS, MAX_MESSAGE, MAX_NAME, Reply, Request, Status, VERSION};
@@ -368,6 +368,13 @@ pub async fn serve_connection(conn: Connection, services: Arc<Services>) {
     }
     // The client went away (or the session failed): streams finish, the session shuts the
     // connection down, the connection delivers its last bytes.
+    session.go_away();
+    match session.closed().await {
+        e @ (SessionError::Closed(ConnectionError::PeerMisbehaved(_)) | SessionError::Io(_)) => {
+            tracing::warn!(conn = %handle.id(), %peer, "stream session failed: {e}");
+        }
+        e => tracing::debug!(conn = %handle.id(), %peer, "stream session ended: {e}"),
+    }
     drop(session);
     let state = handle.closed().await;
     tracing::debug!(conn = %handle.id(), %peer, "connection ended: {state:?}");
