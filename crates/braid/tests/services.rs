@@ -134,7 +134,7 @@ async fn bad_or_missing_headers_get_an_error_reply_or_a_reset() {
         // A header of version 9: BAD_REQUEST, then end of stream.
         let mut st = session.open().await.unwrap();
         st.write_all(&[9, 1, b'x', 0, 0]).await.unwrap();
-        let reply = braid::service::Reply::read_from(&mut st).await.unwrap();
+        let reply = braid::service::read_reply(&mut st).await.unwrap();
         assert_eq!(reply.status, Status::BAD_REQUEST);
         assert!(reply.message.contains("version 9"), "{}", reply.message);
         let mut rest = Vec::new();

@@ -45,8 +45,11 @@ use tokio::io::AsyncWriteExt;
 use crate::Connection;
 use crate::mux::{Config, ConnectionError, Session, SessionError, Stream};
 
+pub use braid_proto::service::{
+    Decoded, HeaderError, MAX_ARGS, MAX_MESSAGE, MAX_NAME, Reply, Request, Status, VERSION,
+};
 pub use forward::{FORWARD, bridge, forward};
-pub use header::{HeaderError, MAX_ARGS, MAX_MESSAGE, MAX_NAME, Reply, Request, Status, VERSION};
+pub use header::{ReadError, read_reply, read_request};
 
 /// How long an acceptor waits for a new stream's [`Request`] before resetting it.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,7 +89,7 @@ pub enum OpenError {
     Request(HeaderError),
     /// The stream failed before the reply arrived, or the reply was malformed.
     #[error("waiting for the server's reply: {0}")]
-    Reply(HeaderError),
+    Reply(ReadError),
     /// The peer refused the request.
     #[error("the server refused: {} ({})", .0.message, .0.status)]
     Refused(Reply),
@@ -115,9 +118,7 @@ pub async fn open(session: &Session, service: &str, args: &[u8]) -> Result<Strea
         .write_all(&req.encode())
         .await
         .map_err(|e| OpenError::Reply(e.into()))?;
-    let reply = Reply::read_from(&mut stream)
-        .await
-        .map_err(OpenError::Reply)?;
+    let reply = read_reply(&mut stream).await.map_err(OpenError::Reply)?;
     if reply.status.is_ok() {
         Ok(stream)
     } else {
@@ -291,11 +292,9 @@ impl Services {
     /// ```
     pub async fn dispatch(&self, mut stream: Stream, peer: Arc<str>) {
         let id = stream.id();
-        let req = match tokio::time::timeout(self.header_timeout, Request::read_from(&mut stream))
-            .await
-        {
+        let req = match tokio::time::timeout(self.header_timeout, read_request(&mut stream)).await {
             Ok(Ok(req)) => req,
-            Ok(Err(HeaderError::Io(e))) => {
+            Ok(Err(ReadError::Io(e))) => {
                 tracing::debug!(%peer, stream = id, "stream ended before its header: {e}");
                 return;
             }
