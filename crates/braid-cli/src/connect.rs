@@ -1,9 +1,12 @@
-//! `braid connect`: stdin/stdout over one aggregated connection.
+//! `braid connect`: stdin/stdout over one stream of the `forward` service, in a mux session
+//! inside one aggregated connection.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use braid::client::{ClientConfig, connect, connect_accepting};
+use braid::mux::Session;
+use braid::service;
 use braid::spec::{LinkSpec, ListenSpec};
 use braid::transport::LinkListener;
 use tokio::io::AsyncWriteExt;
@@ -71,7 +74,13 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
             crate::control::Target::Client(handle.clone()),
         )
         .await?;
-        let (mut rd, mut wr) = conn.into_split();
+        // One stream of a mux session inside the connection carries stdin/stdout; the
+        // server's `forward` service bridges it to its target.
+        let session = Session::client(conn, service::session_config());
+        let stream = service::open(&session, service::FORWARD, b"")
+            .await
+            .context("opening the forward stream")?;
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut up = tokio::spawn(async move {
             let r = tokio::io::copy(&mut tokio::io::stdin(), &mut wr).await;
             let _ = wr.shutdown().await;
@@ -98,6 +107,9 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
                 }
             }
         };
+        // Without its last handle the session drains (our stream finishes), then shuts the
+        // connection down; the connection closes once both ends delivered everything.
+        drop(session);
         result?;
         match tokio::time::timeout(Duration::from_secs(10), handle.closed()).await {
             Ok(braid::ConnectionState::Closed) => Ok::<i32, anyhow::Error>(0),

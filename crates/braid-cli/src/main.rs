@@ -24,9 +24,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run a link scenario in the simulator and print its figures.
     Sim(sim::SimArgs),
-    /// Accept links and bridge each connection to a TCP target.
+    /// Accept links; serve each connection's streams by service name on this one port
+    /// (`forward`: each stream becomes a TCP connection to the --forward target).
     Serve(serve::ServeArgs),
-    /// Bridge stdin/stdout over one aggregated connection (e.g. as ssh ProxyCommand).
+    /// Bridge stdin/stdout over one aggregated connection, as one `forward` stream (e.g. as
+    /// ssh ProxyCommand).
     Connect(connect::ConnectArgs),
     /// Write a new random key to FILE (mode 0600).
     Keygen {

@@ -1,10 +1,12 @@
-//! `braid serve`: accept links, bridge each connection to `--forward HOST:PORT`.
+//! `braid serve`: accept links; each connection's streams reach their service, `forward`
+//! bridging each stream to `--forward HOST:PORT`.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use braid::server::{Listener, ServerConfig};
+use braid::service::{FORWARD, Services, forward, serve_connection};
 use braid::spec::ListenSpec;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::common::{SecurityArgs, init_logging, runtime};
 
@@ -14,7 +16,8 @@ pub struct ServeArgs {
     /// Where to accept links: `tcp://IP:PORT`, `IP:PORT` or `unix:PATH` (repeatable).
     #[arg(long, short, required = true, value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
-    /// Bridge every connection to this TCP target.
+    /// The `forward` service's target: each forwarded stream (e.g. each `braid connect`)
+    /// becomes one TCP connection to it.
     #[arg(long, short, value_name = "HOST:PORT")]
     pub forward: String,
     #[command(flatten)]
@@ -55,48 +58,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             crate::control::Target::Server(listener.control()),
         )
         .await?;
-        loop {
-            let Some(conn) = listener.accept().await else {
-                break;
-            };
-            let forward = args.forward.clone();
-            tokio::spawn(async move {
-                let id = conn.id();
-                if let Err(e) = bridge(conn, &forward).await {
-                    tracing::warn!(conn = %id, "forward to {forward}: {e:#}");
-                }
-            });
+        // One port, every application: each connection carries a mux session whose streams
+        // name their service.
+        let services = Arc::new(Services::new().with(FORWARD, forward(args.forward.clone())));
+        while let Some(conn) = listener.accept().await {
+            tokio::spawn(serve_connection(conn, services.clone()));
         }
         Ok(())
     })
-}
-
-async fn bridge(conn: braid::Connection, forward: &str) -> anyhow::Result<()> {
-    let handle = conn.handle();
-    let target = match TcpStream::connect(forward).await {
-        Ok(t) => t,
-        Err(e) => {
-            handle.abort(1);
-            return Err(e).context("connecting");
-        }
-    };
-    let _ = target.set_nodelay(true);
-    let (mut tr, mut tw) = target.into_split();
-    let (mut cr, mut cw) = conn.into_split();
-    let down = async {
-        let r = tokio::io::copy(&mut cr, &mut tw).await;
-        let _ = tw.shutdown().await;
-        r
-    };
-    let up = async {
-        let r = tokio::io::copy(&mut tr, &mut cw).await;
-        let _ = cw.shutdown().await;
-        r
-    };
-    let (a, b) = tokio::join!(down, up);
-    tracing::info!(conn = %handle.id(), "bridged {} bytes in, {} out", a.as_ref().unwrap_or(&0), b.as_ref().unwrap_or(&0));
-    a?;
-    b?;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), handle.closed()).await;
-    Ok(())
 }

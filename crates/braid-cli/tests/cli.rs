@@ -188,6 +188,96 @@ fn connect_exits_when_the_far_side_closes() {
     assert!(wait_exit(&mut c, Duration::from_secs(15)).success());
 }
 
+/// One `braid serve` port, two `braid connect`s at once: each is its own `forward` stream,
+/// its own TCP connection to the target.
+#[test]
+fn two_connects_share_one_serve_port() {
+    let dir = Tmp::new("shared");
+    let key = keygen(&dir.0);
+    // A target that answers each connection with its own first line, upper-cased.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = l.accept().unwrap();
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                s.read_to_end(&mut all).unwrap();
+                s.write_all(&all.to_ascii_uppercase()).unwrap();
+            });
+        }
+    });
+    let port = free_port();
+    let _server = serve(&dir.0, &key, port, &target);
+    let spawn = |name: &str| {
+        Proc(
+            Command::new(BIN)
+                .args(["connect", &format!("tcp://127.0.0.1:{port}?count=2")])
+                .arg("--control")
+                .arg(dir.0.join(name))
+                .env("BRAID_KEY", &key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut a = spawn("a.sock");
+    let mut b = spawn("b.sock");
+    a.0.stdin.take().unwrap().write_all(b"first\n").unwrap();
+    b.0.stdin.take().unwrap().write_all(b"second\n").unwrap();
+    let mut out_a = String::new();
+    let mut out_b = String::new();
+    a.0.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out_a)
+        .unwrap();
+    b.0.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out_b)
+        .unwrap();
+    assert_eq!(out_a, "FIRST\n");
+    assert_eq!(out_b, "SECOND\n");
+    assert!(wait_exit(&mut a, Duration::from_secs(15)).success());
+    assert!(wait_exit(&mut b, Duration::from_secs(15)).success());
+}
+
+/// The server cannot reach its target: `braid connect` fails with the server's reason.
+#[test]
+fn connect_reports_an_unreachable_target() {
+    let dir = Tmp::new("unreach");
+    let key = keygen(&dir.0);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let port = free_port();
+    let _server = serve(&dir.0, &key, port, &dead);
+    let mut c = Proc(
+        Command::new(BIN)
+            .args(["connect", &format!("tcp://127.0.0.1:{port}")])
+            .arg("--control")
+            .arg(dir.0.join("c.sock"))
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let _stdin = c.0.stdin.take().unwrap();
+    let st = wait_exit(&mut c, Duration::from_secs(15));
+    assert_eq!(st.code(), Some(1));
+    let mut err = String::new();
+    c.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        err.contains("unavailable (3)") && err.contains(&dead),
+        "{err}"
+    );
+    let mut out = Vec::new();
+    c.0.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert!(out.is_empty(), "nothing on stdout");
+}
+
 fn links_cmd(sock: &Path, args: &[&str]) -> String {
     let o = Command::new(BIN)
         .arg("links")

@@ -4,7 +4,9 @@
 //! and accepts links ([`transport`], from [`spec`] strings), secures each one with a Noise
 //! handshake and authenticated encryption under a pre-shared key ([`secure`]), runs one thin
 //! driver task per connection, and exposes each connection as a tokio byte stream
-//! ([`Connection`]).
+//! ([`Connection`]). Applications run as streams of one [`mux`] session inside a connection,
+//! each naming its service in its first bytes ([`service`]), so one server port serves them
+//! all.
 //!
 //! ```text
 //!   app ──AsyncWrite──▶ Connection ──▶ driver task (braid_proto::agg engine)
@@ -53,6 +55,7 @@ mod join;
 pub mod mux;
 pub mod secure;
 pub mod server;
+pub mod service;
 pub mod spec;
 pub mod transport;
 

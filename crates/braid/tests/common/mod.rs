@@ -101,6 +101,23 @@ pub async fn read_hash<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<(u64, [u8;
 
 /// A server on a free loopback port that echoes every connection back.
 pub async fn echo_server(config: ServerConfig) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    echo_server_with(config, |conn| async move {
+        let (mut r, mut w) = conn.into_split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
+}
+
+/// A server on a free loopback port that runs `serve` on every connection in its own task.
+pub async fn echo_server_with<F, Fut>(
+    config: ServerConfig,
+    serve: F,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(braid::Connection) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut l = Listener::bind(&["127.0.0.1:0".parse().unwrap()], config)
         .await
         .unwrap();
@@ -109,11 +126,7 @@ pub async fn echo_server(config: ServerConfig) -> (SocketAddr, tokio::task::Join
     };
     let task = tokio::spawn(async move {
         while let Some(conn) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = conn.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
+            tokio::spawn(serve(conn));
         }
     });
     (addr, task)
@@ -219,4 +232,27 @@ impl Drop for LinkMonitor {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A listener on a free loopback port and the client and server ends of one aggregated
+/// connection to it, dialled as `tcp://127.0.0.1:PORT?count={links}`.
+pub async fn connection_pair(links: usize) -> (braid::Connection, braid::Connection) {
+    let key = Key::generate();
+    let mut l = Listener::bind(&["127.0.0.1:0".parse().unwrap()], server_config(&key))
+        .await
+        .unwrap();
+    let ListenSpec::Tcp(addr) = l.local_specs()[0].clone() else {
+        panic!()
+    };
+    let specs = [format!("tcp://{addr}?count={links}").parse().unwrap()];
+    let client = braid::client::connect(&specs, braid::client::ClientConfig::new(key));
+    let (client, server) = tokio::join!(client, l.accept());
+    let client = client.unwrap();
+    let server = server.unwrap();
+    // The listener may go: accepted connections live on without it.
+    tokio::spawn(async move { while l.accept().await.is_some() {} });
+    while client.handle().links().len() < links {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    (client, server)
 }
