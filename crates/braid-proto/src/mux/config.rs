@@ -55,6 +55,12 @@ pub struct Config {
     /// Send one ping when the session starts, so window auto-tuning works from a measured RTT
     /// instead of `initial_rtt` (default true).
     pub probe_rtt_at_start: bool,
+    /// Receive window each stream gets as soon as it is opened or accepted (default
+    /// [`INITIAL_WINDOW`], the spec's 256 KiB, which needs no grant). Larger values are granted
+    /// at once with a window update, within `max_stream_window` and `max_session_window`: for
+    /// transports whose round trip under load is long from the start (an aggregated braid
+    /// connection), so a stream does not spend its first megabytes growing its window.
+    pub initial_stream_window: u32,
 }
 
 impl Default for Config {
@@ -72,6 +78,7 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(30),
             initial_rtt: Duration::from_millis(100),
             probe_rtt_at_start: true,
+            initial_stream_window: INITIAL_WINDOW,
         }
     }
 }

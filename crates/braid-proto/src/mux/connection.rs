@@ -274,6 +274,7 @@ impl Connection {
         self.streams.insert(id, Stream::new(true, Time::ZERO));
         self.session_window += u64::from(INITIAL_WINDOW);
         self.pending_open += 1;
+        self.grant_initial_window(id);
         self.queue_ctrl(id);
         Ok(id)
     }
@@ -288,6 +289,7 @@ impl Connection {
                     s.accepted = true;
                     if s.reset.is_none() {
                         s.ack_pending = true;
+                        self.grant_initial_window(id);
                         self.queue_ctrl(id);
                     }
                 }
@@ -419,6 +421,29 @@ impl Connection {
         }
         self.consumed(now, id, n as u32);
         Ok(n)
+    }
+
+    /// Raises a new stream's window to `Config::initial_stream_window` (granted with the
+    /// stream's next control frame), within the stream and session caps.
+    fn grant_initial_window(&mut self, id: StreamId) {
+        let target = self
+            .config
+            .initial_stream_window
+            .min(self.config.stream_window_cap());
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if target <= s.recv_window {
+            return;
+        }
+        let growth = target - s.recv_window;
+        if self.session_window + u64::from(growth) > self.config.max_session_window {
+            return;
+        }
+        s.recv_window = target;
+        s.recv_consumed += growth;
+        s.grant_pending = true;
+        self.session_window += u64::from(growth);
     }
 
     /// The application consumed `n` bytes of stream `id`: grant them back, growing the window

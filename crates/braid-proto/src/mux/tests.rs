@@ -915,3 +915,26 @@ proptest! {
         }
     }
 }
+
+/// `initial_stream_window` is granted at once: with the SYN of an opened stream, with the
+/// ACK of an accepted one.
+#[test]
+fn initial_stream_window_is_granted_at_open_and_accept() {
+    let mut config = Config::default();
+    config.initial_stream_window = 1024 * 1024;
+    let grant = 1024 * 1024 - INITIAL_WINDOW;
+    let mut m = Mock::with(Side::Client, config.clone());
+    let id = m.conn.open().unwrap();
+    assert_eq!(m.headers(), vec![wu(id, Flags::SYN, grant)]);
+    assert_eq!(m.conn.stream_recv_window(id), Some(1024 * 1024));
+
+    let mut m = Mock::with(Side::Server, config);
+    m.send(data(1, Flags::SYN, 0), &[]).unwrap();
+    assert_eq!(
+        m.headers(),
+        vec![],
+        "nothing granted before the application accepts"
+    );
+    let id = m.conn.accept().unwrap();
+    assert_eq!(m.headers(), vec![wu(id, Flags::ACK, grant)]);
+}
