@@ -445,14 +445,18 @@ impl Connection {
         let Some(l) = self.links.get_mut(&link) else {
             return 0;
         };
-        if !l.is_live() || l.close_sent {
+        if !l.is_live() {
             return 0;
         }
+        // After our LinkClose we send no data and no pings, but still answer: the peer may
+        // be waiting for acknowledgements before it can send its own LinkClose.
         for token in l.pongs_pending.drain(..) {
             out.put_frame(&Frame::Pong { token });
         }
-        let ping_due = l.ping_requested
-            || (l.ping_outstanding.is_none() && now >= l.last_ping_sent + self.config.keepalive);
+        let ping_due = !l.close_sent
+            && (l.ping_requested
+                || (l.ping_outstanding.is_none()
+                    && now >= l.last_ping_sent + self.config.keepalive));
         if l.ack_pending || ping_due || window_update {
             l.ack_pending = false;
             out.put_frame(&Frame::Ack {

@@ -531,3 +531,49 @@ fn vectored_transmit_and_owned_input_match_the_copying_paths() {
     assert_eq!(got, data);
     assert_eq!(b.read(1).unwrap(), Read::Finished);
 }
+
+/// Regression: a link removed while the peer still had data in flight on it finishes its
+/// graceful leave on both sides (the side that already sent LinkClose keeps acknowledging).
+#[test]
+fn removed_link_closes_on_both_sides_with_data_in_flight() {
+    let mut p = Pair::new(Config::default());
+    p.add_link(40.0, 5);
+    p.add_link(20.0, 15);
+    let size = 4_000_000u64;
+    let data = vec![9u8; size as usize];
+    assert_eq!(p.ends[0].write(&data).unwrap(), data.len());
+    assert_eq!(p.ends[1].write(&data).unwrap(), data.len());
+    let limit = Time::ZERO + Duration::from_secs(20);
+    for _ in 0..50 {
+        p.step(limit);
+    }
+    let (a, b) = (p.links[1].0, p.links[1].1);
+    p.ends[0].remove_link(a, p.now);
+    let mut got = [0u64; 2];
+    let mut closed = [false; 2];
+    for _ in 0..200_000 {
+        for (e, g) in got.iter_mut().enumerate() {
+            while let Read::Data(d) = p.ends[e].read(usize::MAX).unwrap() {
+                *g += d.len() as u64;
+            }
+        }
+        for (e, c) in closed.iter_mut().enumerate() {
+            while let Some(ev) = p.ends[e].poll_event() {
+                if ev == Event::LinkClosed([a, b][e]) {
+                    *c = true;
+                }
+            }
+        }
+        if closed == [true, true] && got == [size, size] {
+            break;
+        }
+        assert!(p.step(limit), "stalled: closed {closed:?}, got {got:?}");
+    }
+    assert_eq!(got, [size, size]);
+    assert_eq!(
+        closed,
+        [true, true],
+        "the removed link closed on both sides"
+    );
+    assert_eq!(p.ends[0].links(), vec![p.links[0].0]);
+}
