@@ -283,6 +283,9 @@ impl Connection {
                 if l.close_sent {
                     l.state = LinkState::Closed;
                     self.events.push_back(Event::LinkClosed(id));
+                    // Nothing more goes either way on it: keep only its statistics, so a
+                    // connection whose links come and go stays bounded.
+                    self.forget(id);
                 }
             }
             Frame::Hello { .. } | Frame::Welcome { .. } | Frame::Refuse { .. } => {
@@ -485,6 +488,7 @@ impl Connection {
             if l.close_received {
                 l.state = LinkState::Closed;
                 self.events.push_back(Event::LinkClosed(link));
+                self.forget(link);
             }
         }
         out.written() - start

@@ -576,4 +576,9 @@ fn removed_link_closes_on_both_sides_with_data_in_flight() {
         "the removed link closed on both sides"
     );
     assert_eq!(p.ends[0].links(), vec![p.links[0].0]);
+    // Only its statistics remain (bounded), with its final state.
+    assert_eq!(
+        p.ends[0].link_stats(a).and_then(|s| s.state),
+        Some(LinkState::Closed)
+    );
 }
