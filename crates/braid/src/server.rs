@@ -71,7 +71,7 @@ impl ServerConfig {
             dial_timeout: Duration::from_secs(10),
             redial_timeout: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
-            backoff_cap: Duration::from_secs(1),
+            backoff_cap: Duration::from_millis(500),
             max_links: self.max_links_per_connection,
         }
     }
