@@ -5,31 +5,8 @@ mod mux_support;
 use std::time::Duration;
 
 use braid::mux::{Config, Session};
-use mux_support::{YamuxPeer, payload, tcp_pair, within};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-/// Writes `data`, half-closes, reads the echo to the end and checks it.
-async fn echo_check<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, data: Vec<u8>) {
-    let (mut r, mut w) = tokio::io::split(stream);
-    let expect = data.clone();
-    let writer = tokio::spawn(async move {
-        w.write_all(&data).await.unwrap();
-        w.shutdown().await.unwrap();
-        w
-    });
-    let mut got = Vec::with_capacity(expect.len());
-    r.read_to_end(&mut got).await.unwrap();
-    let _w = writer.await.unwrap();
-    assert_eq!(got.len(), expect.len());
-    assert!(got == expect, "echo differs");
-}
-
-/// Echoes everything back, then half-closes.
-async fn echo_serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
-    let (mut r, mut w) = tokio::io::split(stream);
-    tokio::io::copy(&mut r, &mut w).await.unwrap();
-    w.shutdown().await.unwrap();
-}
+use mux_support::{YamuxPeer, echo_check, echo_serve, payload, tcp_pair, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn sizes() -> Vec<usize> {
     let mut s = vec![1, 1000, 256 * 1024 + 1, 4 * 1024 * 1024];

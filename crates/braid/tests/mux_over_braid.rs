@@ -13,44 +13,20 @@ use braid::client::{ClientConfig, connect_link};
 use braid::mux::{Config, Session, SessionError};
 use braid::secure::Key;
 use common::{connection_pair, echo_server_with, init_logs, killable_link, server_config};
-use mux_support::{payload, within};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use mux_support::{echo_check, echo_serve, payload, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LINKS: usize = 3;
 
+/// The settings `braid serve`/`connect` use for the session inside a connection.
 fn config() -> Config {
-    let mut c = Config::default();
-    c.keepalive = None;
-    c
+    braid::service::session_config()
 }
 
 /// A client and a server session over one aggregated connection of three links.
 async fn session_pair() -> (Session, Session) {
     let (c, s) = connection_pair(LINKS).await;
     (Session::client(c, config()), Session::server(s, config()))
-}
-
-/// Writes `data`, half-closes, reads the echo to the end and checks it.
-async fn echo_check<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, data: Vec<u8>) {
-    let (mut r, mut w) = tokio::io::split(stream);
-    let expect = data.clone();
-    let writer = tokio::spawn(async move {
-        w.write_all(&data).await.unwrap();
-        w.shutdown().await.unwrap();
-        w
-    });
-    let mut got = Vec::with_capacity(expect.len());
-    r.read_to_end(&mut got).await.unwrap();
-    let _w = writer.await.unwrap();
-    assert_eq!(got.len(), expect.len());
-    assert!(got == expect, "echo differs");
-}
-
-/// Echoes everything back, then half-closes.
-async fn echo_serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
-    let (mut r, mut w) = tokio::io::split(stream);
-    tokio::io::copy(&mut r, &mut w).await.unwrap();
-    w.shutdown().await.unwrap();
 }
 
 /// Accepts every stream of `session` and echoes it.

@@ -6,6 +6,7 @@ use std::future::{Future, poll_fn};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
@@ -138,4 +139,30 @@ impl YamuxPeer {
             let _ = rx.await;
         }
     }
+}
+
+/// Writes `data`, half-closes, reads the echo to the end and checks it.
+pub async fn echo_check<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    data: Vec<u8>,
+) {
+    let (mut r, mut w) = tokio::io::split(stream);
+    let expect = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+        w
+    });
+    let mut got = Vec::with_capacity(expect.len());
+    r.read_to_end(&mut got).await.unwrap();
+    let _w = writer.await.unwrap();
+    assert_eq!(got.len(), expect.len());
+    assert!(got == expect, "echo differs");
+}
+
+/// Echoes everything back, then half-closes.
+pub async fn echo_serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    let (mut r, mut w) = tokio::io::split(stream);
+    tokio::io::copy(&mut r, &mut w).await.unwrap();
+    w.shutdown().await.unwrap();
 }
