@@ -247,7 +247,6 @@ impl Connection {
                     Ok(Inserted::Nothing) => {}
                     Err(v) => return Err(v.to_string()),
                 }
-                self.stats.bytes_duplicate = self.recv.duplicate_bytes;
                 self.check_closed();
             }
             Frame::Ack {
@@ -527,8 +526,8 @@ impl Connection {
             // 2. New data, if this link is where it arrives soonest (or the faster links
             //    cannot carry the whole backlog before this one delivers it).
             if self.send.has_new() {
-                let len = (self.send.sendable(self.peer_window_end) as usize).min(chunk);
                 let backlog = self.send.sendable(self.peer_window_end);
+                let len = (backlog as usize).min(chunk);
                 if (len > 0 || self.send.unsent_len() == 0)
                     && scheduler::worth_sending(
                         &self.links,
@@ -543,12 +542,11 @@ impl Connection {
                     let arrival = self.links[&id].expected_delivery(now, data.len() as u64, init);
                     self.emit_data(id, seq, &data, fin, now, out);
                     self.send.insert(seq, data, fin, id, arrival);
-                    self.stats.send_buffered_peak = self.send.peak;
                     continue;
                 }
                 // 3. Blocked by the peer's window: resend the chunk holding it up, if this
                 //    link delivers it sooner, and penalise the link it is stuck on.
-                if self.send.sendable(self.peer_window_end) == 0
+                if backlog == 0
                     && self.send.unsent_len() > 0
                     && let Some(seq) =
                         scheduler::opportunistic(&self.send, &self.links, id, now, &self.config)
@@ -690,7 +688,6 @@ impl Connection {
             self.writable_wanted = true;
         }
         self.stats.bytes_written += n as u64;
-        self.stats.send_buffered_peak = self.send.peak;
         Ok(n)
     }
 
