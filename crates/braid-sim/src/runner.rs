@@ -982,9 +982,9 @@ impl<E: Endpoint> Simulation<E> {
         if t != self.sides[side].timer {
             self.sides[side].timer = t;
             if let Some(t) = t {
-                // A deadline that is still due after it fired (a keepalive waiting for room
-                // on a full link: only `poll_transmit` clears it) is retried a millisecond
-                // later rather than spun on.
+                // A deadline in the past that equals the one that just fired (input can
+                // bring one back: a pong arriving after the keepalive interval makes the next
+                // ping due at once) is retried a millisecond later rather than spun on.
                 let at = if t <= self.now && self.sides[side].fired == Some(t) {
                     self.now + TIMER_RETRY
                 } else {
