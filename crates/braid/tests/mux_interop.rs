@@ -5,7 +5,9 @@ mod mux_support;
 use std::time::Duration;
 
 use braid::mux::{Config, Session};
-use mux_support::{YamuxPeer, echo_check, echo_serve, payload, tcp_pair, within};
+use mux_support::{
+    YamuxPeer, echo_check, echo_serve, half_closed_exchange, payload, tcp_pair, within,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn sizes() -> Vec<usize> {
@@ -105,17 +107,13 @@ async fn half_close_both_ways() {
         let session = Session::client(c, test_config());
         // braid half-closes first; yamux answers after reading to the end.
         let mut st = session.open().await.unwrap();
-        st.write_all(b"request").await.unwrap();
-        st.shutdown().await.unwrap();
-        let mut ys = peer.accept().await.unwrap();
-        let mut req = Vec::new();
-        ys.read_to_end(&mut req).await.unwrap();
-        assert_eq!(req, b"request");
-        ys.write_all(b"response").await.unwrap();
-        ys.shutdown().await.unwrap();
-        let mut resp = Vec::new();
-        st.read_to_end(&mut resp).await.unwrap();
-        assert_eq!(resp, b"response");
+        half_closed_exchange(
+            &mut st,
+            async { peer.accept().await.unwrap() },
+            b"request",
+            b"response",
+        )
+        .await;
         assert!(
             st.write_all(b"late").await.is_err(),
             "writing after FIN fails"
@@ -123,17 +121,13 @@ async fn half_close_both_ways() {
 
         // yamux half-closes first.
         let mut ys = peer.open().await;
-        ys.write_all(b"ping").await.unwrap();
-        ys.shutdown().await.unwrap();
-        let mut st = session.accept().await.unwrap();
-        let mut got = Vec::new();
-        st.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"ping");
-        st.write_all(b"pong").await.unwrap();
-        st.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        ys.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"pong");
+        half_closed_exchange(
+            &mut ys,
+            async { session.accept().await.unwrap() },
+            b"ping",
+            b"pong",
+        )
+        .await;
     })
     .await;
 }

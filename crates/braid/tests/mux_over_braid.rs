@@ -13,7 +13,7 @@ use braid::client::{ClientConfig, connect_link};
 use braid::mux::{Config, Session, SessionError};
 use braid::secure::Key;
 use common::{connection_pair, echo_server_with, init_logs, killable_link, server_config};
-use mux_support::{echo_check, echo_serve, payload, within};
+use mux_support::{echo_check, echo_serve, half_closed_exchange, payload, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LINKS: usize = 3;
@@ -83,17 +83,13 @@ async fn half_close_both_ways() {
         let (client, server) = session_pair().await;
         // The client half-closes first; the server answers after reading to the end.
         let mut st = client.open().await.unwrap();
-        st.write_all(b"request").await.unwrap();
-        st.shutdown().await.unwrap();
-        let mut acc = server.accept().await.unwrap();
-        let mut req = Vec::new();
-        acc.read_to_end(&mut req).await.unwrap();
-        assert_eq!(req, b"request");
-        acc.write_all(b"response").await.unwrap();
-        acc.shutdown().await.unwrap();
-        let mut resp = Vec::new();
-        st.read_to_end(&mut resp).await.unwrap();
-        assert_eq!(resp, b"response");
+        half_closed_exchange(
+            &mut st,
+            async { server.accept().await.unwrap() },
+            b"request",
+            b"response",
+        )
+        .await;
         assert!(
             st.write_all(b"late").await.is_err(),
             "writing after FIN fails"
@@ -101,17 +97,13 @@ async fn half_close_both_ways() {
 
         // The server opens and half-closes first.
         let mut st = server.open().await.unwrap();
-        st.write_all(b"ping").await.unwrap();
-        st.shutdown().await.unwrap();
-        let mut acc = client.accept().await.unwrap();
-        let mut got = Vec::new();
-        acc.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"ping");
-        acc.write_all(b"pong").await.unwrap();
-        acc.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        st.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"pong");
+        half_closed_exchange(
+            &mut st,
+            async { client.accept().await.unwrap() },
+            b"ping",
+            b"pong",
+        )
+        .await;
     })
     .await;
 }

@@ -166,3 +166,30 @@ pub async fn echo_serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
     tokio::io::copy(&mut r, &mut w).await.unwrap();
     w.shutdown().await.unwrap();
 }
+
+/// One half-closed exchange: `first` sends `request` and half-closes; the stream `accept`
+/// yields (the other end) reads it to the end, answers `response` and half-closes; `first`
+/// reads the answer to the end. Returns the other end.
+pub async fn half_closed_exchange<A, B>(
+    first: &mut A,
+    accept: impl Future<Output = B>,
+    request: &[u8],
+    response: &[u8],
+) -> B
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    first.write_all(request).await.unwrap();
+    first.shutdown().await.unwrap();
+    let mut second = accept.await;
+    let mut got = Vec::new();
+    second.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, request);
+    second.write_all(response).await.unwrap();
+    second.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    first.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, response);
+    second
+}
