@@ -1,6 +1,6 @@
 //! The sender's buffer: unsent application bytes, chunks in flight, and chunks to resend.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 
@@ -20,12 +20,21 @@ pub(crate) struct SentChunk {
     pub opportunistic: bool,
 }
 
+/// Size of the blocks application bytes are copied into. Chunks are cut from these blocks
+/// without copying; a full block is never grown (growing a buffer that sent chunks still
+/// share would copy everything unsent into a new one), a new block is started instead.
+const BLOCK: usize = 256 * 1024;
+
 /// Everything the sender holds. Its size (unsent + unacknowledged) is bounded by
 /// `Config::send_buffer`: [`SendBuffer::write`] takes only what fits.
 #[derive(Debug)]
 pub(crate) struct SendBuffer {
     limit: u64,
-    unsent: BytesMut,
+    /// Unsent bytes in full blocks, oldest first, then those in `tail`.
+    unsent: VecDeque<Bytes>,
+    /// The block being filled (its spare capacity takes the next writes).
+    tail: BytesMut,
+    unsent_len: u64,
     /// Stream offset of the first unsent byte.
     next_seq: u64,
     /// Everything below this was acknowledged.
@@ -44,7 +53,9 @@ impl SendBuffer {
     pub fn new(limit: u64) -> Self {
         SendBuffer {
             limit,
-            unsent: BytesMut::new(),
+            unsent: VecDeque::new(),
+            tail: BytesMut::new(),
+            unsent_len: 0,
             next_seq: 0,
             acked_below: 0,
             chunks: BTreeMap::new(),
@@ -58,7 +69,7 @@ impl SendBuffer {
 
     /// Unsent plus unacknowledged bytes.
     pub fn buffered(&self) -> u64 {
-        self.unsent.len() as u64 + self.unacked_bytes
+        self.unsent_len + self.unacked_bytes
     }
 
     pub fn room(&self) -> u64 {
@@ -67,14 +78,28 @@ impl SendBuffer {
 
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = (self.room() as usize).min(data.len());
-        self.unsent.extend_from_slice(&data[..n]);
+        let mut rest = &data[..n];
+        while !rest.is_empty() {
+            let spare = self.tail.capacity() - self.tail.len();
+            if spare == 0 {
+                if !self.tail.is_empty() {
+                    self.unsent.push_back(self.tail.split().freeze());
+                }
+                self.tail = BytesMut::with_capacity(BLOCK);
+                continue;
+            }
+            let k = spare.min(rest.len());
+            self.tail.extend_from_slice(&rest[..k]);
+            rest = &rest[k..];
+        }
+        self.unsent_len += n as u64;
         self.peak = self.peak.max(self.buffered());
         n
     }
 
     pub fn finish(&mut self) {
         if self.fin_at.is_none() {
-            self.fin_at = Some(self.next_seq + self.unsent.len() as u64);
+            self.fin_at = Some(self.next_seq + self.unsent_len);
         }
     }
 
@@ -84,7 +109,7 @@ impl SendBuffer {
 
     /// Everything, including the end of stream, was acknowledged.
     pub fn all_acked(&self) -> bool {
-        self.fin_sent && self.chunks.is_empty() && self.unsent.is_empty()
+        self.fin_sent && self.chunks.is_empty() && self.unsent_len == 0
     }
 
     pub fn next_seq(&self) -> u64 {
@@ -92,34 +117,47 @@ impl SendBuffer {
     }
 
     pub fn unsent_len(&self) -> u64 {
-        self.unsent.len() as u64
+        self.unsent_len
     }
 
     /// Whether a new chunk (or the bare end-of-stream marker) is waiting to be sent.
     pub fn has_new(&self) -> bool {
-        !self.unsent.is_empty() || (self.fin_at.is_some() && !self.fin_sent)
+        self.unsent_len > 0 || (self.fin_at.is_some() && !self.fin_sent)
     }
 
     /// Bytes of new data that may be sent below `window_end`.
     pub fn sendable(&self, window_end: u64) -> u64 {
-        (self.unsent.len() as u64).min(window_end.saturating_sub(self.next_seq))
+        self.unsent_len
+            .min(window_end.saturating_sub(self.next_seq))
     }
 
-    /// Cuts the next chunk of at most `max` bytes that fits below `window_end`.
+    /// Cuts the next chunk of at most `max` bytes that fits below `window_end` (and within
+    /// one block, so it is never copied).
     /// Returns `(seq, data, fin)`; `None` when nothing may be sent.
     pub fn cut(&mut self, max: usize, window_end: u64) -> Option<(u64, Bytes, bool)> {
         let len = (self.sendable(window_end) as usize).min(max);
         let ends_stream = |end: u64| self.fin_at == Some(end);
         if len == 0 {
             // The bare end-of-stream marker needs no window.
-            if self.unsent.is_empty() && ends_stream(self.next_seq) && !self.fin_sent {
+            if self.unsent_len == 0 && ends_stream(self.next_seq) && !self.fin_sent {
                 self.fin_sent = true;
                 return Some((self.next_seq, Bytes::new(), true));
             }
             return None;
         }
         let seq = self.next_seq;
-        let data = self.unsent.split_to(len).freeze();
+        let data = match self.unsent.front_mut() {
+            Some(block) => {
+                let data = block.split_to(len.min(block.len()));
+                if block.is_empty() {
+                    self.unsent.pop_front();
+                }
+                data
+            }
+            None => self.tail.split_to(len).freeze(),
+        };
+        let len = data.len();
+        self.unsent_len -= len as u64;
         self.next_seq += len as u64;
         self.unacked_bytes += len as u64;
         let fin = ends_stream(self.next_seq);
@@ -229,6 +267,29 @@ mod tests {
         assert_eq!(s.write(&[3; 10]), 0, "sent but unacked still counts");
         assert_eq!(s.ack(0), Some(30));
         assert_eq!(s.write(&[3; 10]), 10);
+    }
+
+    #[test]
+    fn blocks_keep_order_and_never_copy_unsent_bytes() {
+        let mut s = SendBuffer::new(u64::MAX);
+        let data: Vec<u8> = (0..3 * BLOCK + 1000).map(|i| (i % 251) as u8).collect();
+        // Writes of odd sizes, interleaved with cuts, across block boundaries.
+        let mut written = 0;
+        let mut out = Vec::new();
+        while written < data.len() || s.unsent_len() > 0 {
+            let w = (data.len() - written).min(70_001);
+            written += s.write(&data[written..written + w]);
+            while let Some((seq, d, _)) = s.cut(16 * 1024, u64::MAX) {
+                assert_eq!(seq as usize, out.len());
+                assert!(d.len() <= 16 * 1024);
+                out.extend_from_slice(&d);
+                if out.len() % 3 == 0 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(out, data);
+        assert_eq!(s.buffered(), data.len() as u64, "nothing acknowledged yet");
     }
 
     #[test]
