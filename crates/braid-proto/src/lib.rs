@@ -11,6 +11,7 @@
 
 pub mod agg;
 pub mod mux;
+pub mod pool;
 pub mod service;
 mod time;
 

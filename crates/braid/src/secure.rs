@@ -47,6 +47,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use snow::StatelessTransportState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::proto::pool::BlockPool;
 use crate::transport::{BoxRead, BoxWrite, RawLink};
 
 /// The Noise protocol every link speaks.
@@ -435,6 +436,7 @@ async fn handshake_inner(
             nonce: 0,
             buf: BytesMut::new(),
             plain: BytesMut::new(),
+            blocks: BlockPool::new(READ_CHUNK, READ_BLOCKS_TRACKED),
         },
         writer: LinkWriter {
             inner: w,
@@ -463,6 +465,28 @@ pub struct LinkReader {
     buf: BytesMut,
     /// Decrypted bytes not yet returned by [`LinkReader::read_records`].
     plain: BytesMut,
+    /// Blocks for the buffer [`LinkReader::read_records`] hands out pieces of.
+    blocks: BlockPool,
+}
+
+/// Spent read blocks tracked for reuse: enough for a full 16 MiB receive window.
+const READ_BLOCKS_TRACKED: usize = 96;
+
+/// Makes room for at least `min` more bytes in `buf`, whose earlier bytes were handed out as
+/// pieces: moves what is left (a partial record) to a block from `pool` instead of growing a
+/// shared buffer (which allocates and copies every time).
+fn refill(buf: &mut BytesMut, pool: &mut BlockPool, min: usize) {
+    if buf.capacity() - buf.len() >= min {
+        return;
+    }
+    if buf.len() + min > pool.block_size() {
+        buf.reserve(min);
+        return;
+    }
+    let mut fresh = pool.take();
+    fresh.extend_from_slice(buf);
+    let old = std::mem::replace(buf, fresh);
+    pool.give(old);
 }
 
 impl std::fmt::Debug for LinkReader {
@@ -543,8 +567,12 @@ impl LinkReader {
                     return Ok(Some(self.buf.split_to(n)));
                 }
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
+            if self.cipher.is_some() {
+                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                    self.buf.reserve(READ_CHUNK);
+                }
+            } else {
+                refill(&mut self.buf, &mut self.blocks, READ_CHUNK / 4);
             }
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
@@ -597,9 +625,7 @@ impl LinkReader {
             if self.buf.len() < 2 + len {
                 return Ok(());
             }
-            if self.plain.capacity() - self.plain.len() < len {
-                self.plain.reserve(READ_CHUNK.max(len));
-            }
+            refill(&mut self.plain, &mut self.blocks, len);
             let start = self.plain.len();
             self.plain.resize(start + len - TAG, 0);
             let n = cipher

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::link::LinkId;
 use crate::Time;
+use crate::pool::BlockPool;
 
 /// A chunk sent at least once and not yet acknowledged.
 #[derive(Debug)]
@@ -32,8 +33,10 @@ pub(crate) struct SendBuffer {
     limit: u64,
     /// Unsent bytes in full blocks, oldest first, then those in `tail`.
     unsent: VecDeque<Bytes>,
-    /// The block being filled (its spare capacity takes the next writes).
-    tail: BytesMut,
+    /// The block being filled (its spare capacity takes the next writes); `None` before the
+    /// first write.
+    tail: Option<BytesMut>,
+    blocks: BlockPool,
     unsent_len: u64,
     /// Stream offset of the first unsent byte.
     next_seq: u64,
@@ -54,7 +57,9 @@ impl SendBuffer {
         SendBuffer {
             limit,
             unsent: VecDeque::new(),
-            tail: BytesMut::new(),
+            tail: None,
+            // Enough to track every block the limit lets live at once.
+            blocks: BlockPool::new(BLOCK, (limit / BLOCK as u64).min(4096) as usize + 4),
             unsent_len: 0,
             next_seq: 0,
             acked_below: 0,
@@ -80,16 +85,21 @@ impl SendBuffer {
         let n = (self.room() as usize).min(data.len());
         let mut rest = &data[..n];
         while !rest.is_empty() {
-            let spare = self.tail.capacity() - self.tail.len();
-            if spare == 0 {
-                if !self.tail.is_empty() {
-                    self.unsent.push_back(self.tail.split().freeze());
+            let tail = match &mut self.tail {
+                Some(t) if t.capacity() > t.len() => t,
+                _ => {
+                    let fresh = self.blocks.take();
+                    if let Some(mut full) = self.tail.replace(fresh) {
+                        if !full.is_empty() {
+                            self.unsent.push_back(full.split().freeze());
+                        }
+                        self.blocks.give(full);
+                    }
+                    self.tail.get_or_insert_with(BytesMut::new)
                 }
-                self.tail = BytesMut::with_capacity(BLOCK);
-                continue;
-            }
-            let k = spare.min(rest.len());
-            self.tail.extend_from_slice(&rest[..k]);
+            };
+            let k = (tail.capacity() - tail.len()).min(rest.len());
+            tail.extend_from_slice(&rest[..k]);
             rest = &rest[k..];
         }
         self.unsent_len += n as u64;
@@ -154,7 +164,10 @@ impl SendBuffer {
                 }
                 data
             }
-            None => self.tail.split_to(len).freeze(),
+            None => match &mut self.tail {
+                Some(t) => t.split_to(len.min(t.len())).freeze(),
+                None => Bytes::new(),
+            },
         };
         let len = data.len();
         self.unsent_len -= len as u64;
@@ -200,7 +213,21 @@ impl SendBuffer {
         self.resend.remove(&seq);
         let len = c.data.len() as u64;
         self.unacked_bytes -= len;
+        drop(c);
+        if self.unacked_bytes == 0 && self.unsent_len == 0 {
+            self.on_idle();
+        }
         Some(len)
+    }
+
+    /// Everything written was acknowledged: keep at most one block for the next burst.
+    fn on_idle(&mut self) {
+        if self.tail.as_ref().is_some_and(|t| t.is_empty()) {
+            if let Some(t) = self.tail.take() {
+                self.blocks.give(t);
+            }
+        }
+        self.blocks.trim(1);
     }
 
     /// The peer has every byte below `cumulative`. Returns bytes newly freed.
