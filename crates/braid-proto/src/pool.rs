@@ -102,6 +102,53 @@ impl BlockPool {
     }
 }
 
+/// Copies bytes into pooled blocks and hands each copy out as a piece: the way to take an
+/// application's `&[u8]` as [`Bytes`] with one copy and no allocation per write.
+///
+/// ```
+/// use braid_proto::pool::Stager;
+///
+/// let mut s = Stager::new(64 * 1024, 8);
+/// let piece = s.copy(b"hello");
+/// assert_eq!(&piece[..], b"hello");
+/// ```
+#[derive(Debug)]
+pub struct Stager {
+    current: Option<BytesMut>,
+    pool: BlockPool,
+}
+
+impl Stager {
+    /// Blocks of `block` bytes, at most `keep` spent ones tracked (see [`BlockPool::new`]).
+    pub fn new(block: usize, keep: usize) -> Self {
+        Stager {
+            current: None,
+            pool: BlockPool::new(block, keep),
+        }
+    }
+
+    /// Copies as much of `data` as the current block has room for (starting a new block if
+    /// it is full) and returns the copy; it may be shorter than `data`, never empty unless
+    /// `data` is.
+    pub fn copy(&mut self, data: &[u8]) -> Bytes {
+        if data.is_empty() {
+            return Bytes::new();
+        }
+        let block = match &mut self.current {
+            Some(b) if b.capacity() > b.len() => b,
+            _ => {
+                if let Some(spent) = self.current.take() {
+                    self.pool.give(spent);
+                }
+                self.current.insert(self.pool.take())
+            }
+        };
+        let n = (block.capacity() - block.len()).min(data.len());
+        block.extend_from_slice(&data[..n]);
+        block.split().freeze()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +170,22 @@ mod tests {
         let again = pool.take();
         assert_eq!(again.as_ptr(), ptr, "same memory reused");
         assert!(again.capacity() >= 4096 && again.is_empty());
+    }
+
+    #[test]
+    fn stager_fills_blocks_then_moves_on() {
+        let mut s = Stager::new(100, 4);
+        let a = s.copy(&[1; 60]);
+        let b = s.copy(&[2; 60]);
+        assert_eq!((a.len(), b.len()), (60, 40), "the rest of the block");
+        let c = s.copy(&[3; 60]);
+        assert_eq!(c.len(), 60);
+        assert_eq!(b.as_ptr() as usize, a.as_ptr() as usize + 60, "same block");
+        drop((a, b));
+        let d = s.copy(&[4; 60]);
+        let e = s.copy(&[5; 60]);
+        assert_eq!((d.len(), e.len()), (40, 60));
+        assert!(c.iter().all(|&x| x == 3) && e.iter().all(|&x| x == 5));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! - 64-byte echo round trips through an idle connection.
 //!
 //! `cargo bench -p braid --bench runtime`. `BENCH_MB` sets the transfer size (default 1000),
-//! `BENCH_ROUNDS` how many raw/braid pairs run per line (default 3; medians are printed, and
-//! the % is the median of the per-round ratios), `BENCH_ONLY=text` runs only matching lines.
+//! `BENCH_ROUNDS` how many raw/braid pairs run per line (default 5; medians are printed, and
+//! the % is the median of the per-round ratios), `BENCH_ONLY=text` runs only matching lines,
+//! `BENCH_NO_RAW=1` skips the baseline (to profile braid alone).
 
 use std::time::{Duration, Instant};
 
@@ -191,7 +192,7 @@ fn main() {
         let rounds: usize = std::env::var("BENCH_ROUNDS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(3);
+            .unwrap_or(5);
         for (name, links, sec) in [
             ("braid plaintext, 1 link", 1, Security::Plaintext),
             ("braid plaintext, 4 links", 4, Security::Plaintext),
@@ -205,7 +206,15 @@ fn main() {
             let mut braids = Vec::new();
             let mut ratios = Vec::new();
             for _ in 0..rounds {
-                let raw = raw_tcp(total).await;
+                let raw = if std::env::var("BENCH_NO_RAW").is_ok() {
+                    // For profiling braid alone: ratios are then meaningless.
+                    Figure {
+                        gbit: 1.0,
+                        cpu_per_gb: 0.0,
+                    }
+                } else {
+                    raw_tcp(total).await
+                };
                 let f = braid_bulk(links, sec, total).await;
                 ratios.push(f.gbit / raw.gbit);
                 raws.push(raw);

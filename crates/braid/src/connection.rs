@@ -11,6 +11,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 
 use crate::proto::Time;
 use crate::proto::agg::{self, ConnectionError, ConnectionId, LinkId, LinkStats, Read, WriteError};
+use crate::proto::pool::Stager;
 use crate::secure::{Key, Security};
 use crate::spec::LinkSpec;
 use crate::transport::RawLink;
@@ -157,7 +158,18 @@ pub(crate) struct Inner {
     pub driver_done: watch::Sender<bool>,
     pub settings: LinkSettings,
     pub slots: Mutex<Vec<(String, tokio::task::AbortHandle)>>,
+    /// Where large writes are copied, outside the engine's lock (only the writing half uses
+    /// it, so it is never contended).
+    pub stage: Mutex<Stager>,
 }
+
+/// Writes of at least this many bytes are copied outside the engine lock and handed over as
+/// whole buffers; smaller ones are packed into the engine's own blocks.
+const STAGE_MIN: usize = 16 * 1024;
+/// Block size of the write staging area.
+pub(crate) const STAGE_BLOCK: usize = 256 * 1024;
+/// Spent staging blocks tracked for reuse: a 16 MiB send buffer's worth.
+pub(crate) const STAGE_BLOCKS_TRACKED: usize = 68;
 
 impl Inner {
     pub fn now(&self) -> Time {
@@ -211,10 +223,15 @@ fn poll_read_inner(
     }
     match s.conn.read(buf.remaining()) {
         Ok(Read::Data(b)) => {
+            // Only a window worth advertising needs the driver.
+            let wake = s.conn.window_update_due();
+            // Copy outside the lock: the driver is not held up by the application's copy.
+            drop(s);
             let n = b.len().min(buf.remaining());
             buf.put_slice(&b[..n]);
-            drop(s);
-            inner.wake.notify_one();
+            if wake {
+                inner.wake.notify_one();
+            }
             Poll::Ready(Ok(()))
         }
         Ok(Read::Finished) => {
@@ -237,7 +254,22 @@ fn poll_write_inner(inner: &Inner, cx: &mut Context<'_>, data: &[u8]) -> Poll<io
         return Poll::Ready(Ok(0));
     }
     let mut s = inner.lock();
-    match s.conn.write(data) {
+    let room = s.conn.send_capacity() as usize;
+    let r = if data.len() < STAGE_MIN || room == 0 {
+        s.conn.write(data)
+    } else {
+        // A large write: copy it outside the lock (the driver keeps running meanwhile), then
+        // hand the copy over. Only this half writes, so the room cannot shrink meanwhile.
+        drop(s);
+        let piece = inner
+            .stage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .copy(&data[..room.min(data.len())]);
+        s = inner.lock();
+        s.conn.write_bytes(piece)
+    };
+    match r {
         Ok(0) => {
             if let ConnectionState::Failed(e) = &*inner.state.borrow() {
                 return Poll::Ready(Err(conn_err(e.clone())));

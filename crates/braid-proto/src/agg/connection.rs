@@ -691,6 +691,29 @@ impl Connection {
         Ok(n)
     }
 
+    /// Like [`Connection::write`], but takes the application's bytes without copying them:
+    /// the driver copies outside its lock, or hands over buffers it already owns. Takes only
+    /// what fits in the send buffer ([`Connection::send_capacity`]) and returns how much.
+    ///
+    /// Each call's bytes go out as chunks of their own (at most `chunk_size` each); small
+    /// writes are better served by [`Connection::write`], which packs them together.
+    pub fn write_bytes(&mut self, data: Bytes) -> Result<usize, WriteError> {
+        self.check_writable()?;
+        let len = data.len();
+        let n = self.send.write_bytes(data);
+        if n < len {
+            self.writable_wanted = true;
+        }
+        self.stats.bytes_written += n as u64;
+        Ok(n)
+    }
+
+    /// Whether reading made the receive window worth advertising: the driver should call
+    /// `poll_transmit` (reads that return `false` need no transmit).
+    pub fn window_update_due(&self) -> bool {
+        self.window_update_pending
+    }
+
     fn check_writable(&self) -> Result<(), WriteError> {
         match &self.state {
             State::Failed(e) => Err(WriteError::Closed(e.clone())),

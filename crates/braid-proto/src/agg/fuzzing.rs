@@ -2,7 +2,7 @@
 //! (`fuzz/fuzz_targets/agg_engine.rs`) and an in-tree property test. Not a stable API.
 //!
 //! Two connections A and B are joined by links whose bytes queue in memory; every input byte
-//! picks the next operation (write, read, finish, deliver some bytes of a link, corrupt them,
+//! picks the next operation (write, copied or handed over as a buffer, read, finish, deliver some bytes of a link, corrupt them,
 //! add, fail or drain a link, advance time, abort). After every step the invariants hold:
 //! nothing panics, B reads exactly a prefix of what A wrote, in order, and both buffers stay
 //! within their limits.
@@ -52,7 +52,12 @@ pub fn run_ops(input: &[u8]) {
                 for (i, b) in scratch[..n].iter_mut().enumerate() {
                     *b = pattern(written[side] + i as u64);
                 }
-                if let Ok(k) = ends[side].write(&scratch[..n]) {
+                let r = if op >> 1 == 0 {
+                    ends[side].write(&scratch[..n])
+                } else {
+                    ends[side].write_bytes(bytes::Bytes::copy_from_slice(&scratch[..n]))
+                };
+                if let Ok(k) = r {
                     written[side] += k as u64;
                 }
             }

@@ -107,6 +107,23 @@ impl SendBuffer {
         n
     }
 
+    /// Appends `data` without copying it, after everything written before; takes only what
+    /// fits (returns how much).
+    pub fn write_bytes(&mut self, mut data: Bytes) -> usize {
+        let n = (self.room() as usize).min(data.len());
+        data.truncate(n);
+        if n == 0 {
+            return 0;
+        }
+        if let Some(t) = self.tail.as_mut().filter(|t| !t.is_empty()) {
+            self.unsent.push_back(t.split().freeze());
+        }
+        self.unsent.push_back(data);
+        self.unsent_len += n as u64;
+        self.peak = self.peak.max(self.buffered());
+        n
+    }
+
     pub fn finish(&mut self) {
         if self.fin_at.is_none() {
             self.fin_at = Some(self.next_seq + self.unsent_len);
@@ -317,6 +334,25 @@ mod tests {
         }
         assert_eq!(out, data);
         assert_eq!(s.buffered(), data.len() as u64, "nothing acknowledged yet");
+    }
+
+    #[test]
+    fn write_bytes_keeps_order_with_copied_writes() {
+        let mut s = SendBuffer::new(100);
+        s.write(b"ab");
+        assert_eq!(s.write_bytes(Bytes::from_static(b"cd")), 2);
+        s.write(b"ef");
+        assert_eq!(
+            s.write_bytes(Bytes::from(vec![b'g'; 200])),
+            94,
+            "only what fits"
+        );
+        let mut out = Vec::new();
+        while let Some((_, d, _)) = s.cut(1000, u64::MAX) {
+            out.extend_from_slice(&d);
+        }
+        assert_eq!(&out[..6], b"abcdef");
+        assert_eq!(out.len(), 100);
     }
 
     #[test]
