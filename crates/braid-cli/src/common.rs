@@ -12,9 +12,13 @@ pub struct SecurityArgs {
     /// BRAID_KEY environment variable (64 hex digits) is used.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-    /// Send link traffic unencrypted (still authenticated by the key; chunks get CRC32C).
+    /// Send link traffic unencrypted (each link is still authenticated by the key).
     #[arg(long)]
     pub insecure_plaintext: bool,
+    /// With --insecure-plaintext: CRC32C every chunk, both ways (for paths that may corrupt
+    /// data past TCP's checksum; encrypted links authenticate every message anyway).
+    #[arg(long, requires = "insecure_plaintext")]
+    pub checksum: bool,
 }
 
 impl SecurityArgs {

@@ -39,6 +39,7 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let key = args.security.key(false)?;
     let mut config = ClientConfig::new(key);
     config.security = args.security.security();
+    config.engine.crc = args.security.checksum;
     let rt = runtime()?;
     let code = rt.block_on(async move {
         // A lone `HOST:PORT` (no scheme, no options): one link per local interface address.

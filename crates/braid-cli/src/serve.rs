@@ -44,6 +44,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let key = args.security.key(true)?;
     let mut config = ServerConfig::new(key);
     config.security = args.security.security();
+    config.engine.crc = args.security.checksum;
     config.handshake_timeout = std::time::Duration::from_secs(args.handshake_timeout);
     config.max_pending_handshakes = args.max_pending;
     config.max_connections = args.max_connections;

@@ -63,6 +63,10 @@ fn keygen(dir: &Path) -> String {
 }
 
 fn serve(dir: &Path, key: &str, port: u16, forward: &str) -> Proc {
+    serve_with(dir, key, port, forward, &[])
+}
+
+fn serve_with(dir: &Path, key: &str, port: u16, forward: &str, extra: &[&str]) -> Proc {
     let p = Command::new(BIN)
         .args([
             "serve",
@@ -71,6 +75,7 @@ fn serve(dir: &Path, key: &str, port: u16, forward: &str) -> Proc {
             "--forward",
             forward,
         ])
+        .args(extra)
         .arg("--control")
         .arg(dir.join("serve.sock"))
         .env("BRAID_KEY", key)
@@ -127,15 +132,43 @@ fn keygen_writes_a_private_key_and_never_overwrites() {
 
 #[test]
 fn connect_bridges_stdio_with_half_close_both_ways() {
-    let dir = Tmp::new("bridge");
+    bridge_stdio("bridge", &[], &[]);
+}
+
+#[test]
+fn plaintext_with_checksums_bridges_stdio() {
+    bridge_stdio(
+        "plain",
+        &["--insecure-plaintext"],
+        &["--insecure-plaintext", "--checksum"],
+    );
+}
+
+#[test]
+fn checksum_without_plaintext_is_refused_clearly() {
+    let out = Command::new(BIN)
+        .args(["connect", "--checksum", "tcp://127.0.0.1:9"])
+        .env("BRAID_KEY", "00".repeat(32))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-plaintext"), "{err}");
+}
+
+/// Sends 3 MB through `braid connect` to a target behind `braid serve` (with extra flags
+/// for each) and checks the target got it all and the answer came back after the half-close.
+fn bridge_stdio(name: &str, serve_flags: &[&str], connect_flags: &[&str]) {
+    let dir = Tmp::new(name);
     let key = keygen(&dir.0);
     let (target, t) = counting_target();
     let port = free_port();
-    let _server = serve(&dir.0, &key, port, &target);
+    let _server = serve_with(&dir.0, &key, port, &target, serve_flags);
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
     let mut c = Proc(
         Command::new(BIN)
             .args(["connect", &format!("tcp://127.0.0.1:{port}?count=3")])
+            .args(connect_flags)
             .arg("--control")
             .arg(dir.0.join("c.sock"))
             .env("BRAID_KEY", &key)

@@ -122,12 +122,13 @@ async fn braid_server(security: Security, key: &Key) -> (std::net::SocketAddr, L
     (addr, l)
 }
 
-async fn braid_bulk(links: u32, security: Security, total: u64) -> Figure {
+async fn braid_bulk(links: u32, security: Security, crc: bool, total: u64) -> Figure {
     let key = Key::generate();
     let (addr, mut l) = braid_server(security, &key).await;
     let server = tokio::spawn(async move { sink(l.accept().await.unwrap()).await });
     let mut c = ClientConfig::new(key);
     c.security = security;
+    c.engine.crc = crc;
     let spec = format!("tcp://{addr}?count={links}&cc=cubic")
         .parse()
         .unwrap();
@@ -212,11 +213,17 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(5);
-        for (name, links, sec) in [
-            ("braid plaintext, 1 link", 1, Security::Plaintext),
-            ("braid plaintext, 4 links", 4, Security::Plaintext),
-            ("braid encrypted, 1 link", 1, Security::Encrypted),
-            ("braid encrypted, 4 links", 4, Security::Encrypted),
+        for (name, links, sec, crc) in [
+            ("braid plaintext, 1 link", 1, Security::Plaintext, false),
+            ("braid plaintext, 4 links", 4, Security::Plaintext, false),
+            (
+                "braid plaintext+checksum, 1 link",
+                1,
+                Security::Plaintext,
+                true,
+            ),
+            ("braid encrypted, 1 link", 1, Security::Encrypted, false),
+            ("braid encrypted, 4 links", 4, Security::Encrypted, false),
         ] {
             if std::env::var("BENCH_ONLY").is_ok_and(|o| !name.contains(&o)) {
                 continue;
@@ -234,7 +241,7 @@ fn main() {
                 } else {
                     raw_tcp(total).await
                 };
-                let f = braid_bulk(links, sec, total).await;
+                let f = braid_bulk(links, sec, crc, total).await;
                 ratios.push(f.gbit / raw.gbit);
                 raws.push(raw);
                 braids.push(f);

@@ -29,7 +29,10 @@ pub struct ClientConfig {
     pub key: Key,
     /// Encrypted (default) or authenticated plaintext.
     pub security: Security,
-    /// Engine settings (CRC is turned on for plaintext automatically).
+    /// Engine settings. `engine.crc` asks for a CRC32C on every chunk, both ways, on
+    /// plaintext links (off by default, like MPTCP's data checksum: TCP's own checksum covers
+    /// each link, and encrypted links authenticate every message anyway). Turn it on for paths
+    /// that may corrupt data past TCP's checksum.
     pub engine: agg::Config,
     /// Time allowed to open one socket or start one command.
     pub dial_timeout: Duration,
@@ -78,6 +81,7 @@ impl ClientConfig {
             backoff_initial: self.backoff_initial,
             backoff_cap: self.backoff_cap,
             max_links: self.max_links,
+            checksum: self.engine.crc,
         }
     }
 }
@@ -112,9 +116,8 @@ pub(crate) fn start_connection(
     settings: LinkSettings,
     mut engine: agg::Config,
 ) -> Connection {
-    if settings.security == Security::Plaintext {
-        engine.crc = true;
-    }
+    // Checksums only where nothing else guards the bytes.
+    engine.crc &= settings.security == Security::Plaintext;
     let epoch = Instant::now();
     let (tx, rx) = mpsc::channel(256);
     let inner = Arc::new(Inner {

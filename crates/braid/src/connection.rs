@@ -133,6 +133,8 @@ pub(crate) struct LinkSettings {
     pub backoff_initial: std::time::Duration,
     pub backoff_cap: std::time::Duration,
     pub max_links: usize,
+    /// Plaintext links: ask for CRC32C on every chunk (client side; see `agg::Config::crc`).
+    pub checksum: bool,
 }
 
 pub(crate) struct Shared {

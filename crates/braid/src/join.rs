@@ -83,7 +83,11 @@ pub(crate) async fn client_join(
         )
         .await?;
         let mut out = BytesMut::new();
-        handshake::client_hello(conn, s.security == Security::Plaintext, &mut out);
+        handshake::client_hello(
+            conn,
+            s.checksum && s.security == Security::Plaintext,
+            &mut out,
+        );
         link.writer.write_all(&out).await.map_err(AuthError::Io)?;
         let mut buf = BytesMut::new();
         let (id, _index) = read_until(&mut link.reader, &mut buf, handshake::read_welcome).await?;

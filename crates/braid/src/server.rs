@@ -73,6 +73,7 @@ impl ServerConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(500),
             max_links: self.max_links_per_connection,
+            checksum: self.engine.crc,
         }
     }
 }
@@ -333,7 +334,10 @@ async fn handle_link(
         while id.is_new() {
             id = ConnectionId(rand::random());
         }
-        let conn = start_connection(id, Side::Server, settings, shared.config.engine.clone());
+        // Chunks this way get a CRC if the client asked for them (or this server's config).
+        let mut engine = shared.config.engine.clone();
+        engine.crc |= hello.crc;
+        let conn = start_connection(id, Side::Server, settings, engine);
         let inner = conn.handle().0;
         shared
             .conns
