@@ -129,6 +129,12 @@ async fn braid_bulk(links: u32, security: Security, crc: bool, total: u64) -> Fi
     let mut c = ClientConfig::new(key);
     c.security = security;
     c.engine.crc = crc;
+    if let Some(us) = std::env::var("BENCH_WINDOW_RTT_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.engine.window_rtt_floor = Duration::from_micros(us);
+    }
     let spec = format!("tcp://{addr}?count={links}&cc=cubic")
         .parse()
         .unwrap();

@@ -40,11 +40,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use snow::StatelessTransportState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proto::pool::BlockPool;
@@ -73,6 +71,80 @@ pub const MAX_MESSAGE: usize = 65535;
 pub const MAX_PAYLOAD: usize = MAX_MESSAGE - TAG;
 const MSG1_LEN: usize = 32 + 5 + TAG;
 const MSG2_LEN: usize = 32 + 1 + TAG;
+
+/// One direction's Noise transport cipher: AES-256-GCM with Noise's nonce (32 zero bits,
+/// then the 64-bit message counter big-endian) and no associated data, keyed by Noise's
+/// `Split()`. It runs ring directly on braid's own buffers, so messages are sealed and opened
+/// in place (snow's transport API copies every message, and allocates on the way in).
+struct TransportCipher(ring::aead::LessSafeKey);
+
+impl TransportCipher {
+    fn new(key: &[u8; 32]) -> Self {
+        let k = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .expect("a 32-byte key fits AES-256-GCM");
+        TransportCipher(ring::aead::LessSafeKey::new(k))
+    }
+
+    fn nonce(n: u64) -> ring::aead::Nonce {
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_be_bytes());
+        ring::aead::Nonce::assume_unique_for_key(b)
+    }
+
+    /// Encrypts `in_out` in place and returns the tag to append.
+    fn seal(&self, nonce: u64, in_out: &mut [u8]) -> ring::aead::Tag {
+        self.0
+            .seal_in_place_separate_tag(Self::nonce(nonce), ring::aead::Aad::empty(), in_out)
+            .expect("a Noise message is far below AES-GCM's length limit")
+    }
+
+    /// Decrypts and authenticates a message (ciphertext then tag) in place; returns the
+    /// plaintext.
+    fn open<'a>(&self, nonce: u64, in_out: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
+        self.0
+            .open_in_place(Self::nonce(nonce), ring::aead::Aad::empty(), in_out)
+            .map_err(|_| AuthError::Tampered)
+    }
+}
+
+/// Appends the bytes of `pieces`, in order, to `out` as length-prefixed encrypted messages
+/// of at most [`MAX_PAYLOAD`] bytes each, numbered from `nonce`; returns the next number.
+fn seal_messages<'a>(
+    cipher: &TransportCipher,
+    mut nonce: u64,
+    pieces: impl Iterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) -> u64 {
+    // Where the message being filled starts (its length prefix).
+    let mut open: Option<usize> = None;
+    let seal = |out: &mut Vec<u8>, start: usize, nonce: &mut u64| {
+        let tag = cipher.seal(*nonce, &mut out[start + 2..]);
+        out.extend_from_slice(tag.as_ref());
+        let len = (out.len() - start - 2) as u16;
+        out[start..start + 2].copy_from_slice(&len.to_be_bytes());
+        *nonce += 1;
+    };
+    for mut piece in pieces {
+        while !piece.is_empty() {
+            let start = *open.get_or_insert_with(|| {
+                out.extend_from_slice(&[0, 0]);
+                out.len() - 2
+            });
+            let room = MAX_PAYLOAD - (out.len() - start - 2);
+            let k = room.min(piece.len());
+            out.extend_from_slice(&piece[..k]);
+            piece = &piece[k..];
+            if k == room {
+                seal(out, start, &mut nonce);
+                open = None;
+            }
+        }
+    }
+    if let Some(start) = open {
+        seal(out, start, &mut nonce);
+    }
+    nonce
+}
 
 /// A 32-byte pre-shared key. Debug output never shows it.
 ///
@@ -399,7 +471,8 @@ async fn handshake_inner(
                     peer: peer_mode.unwrap_or(Security::Encrypted),
                 });
             }
-            hs.into_stateless_transport_mode()?
+            // Noise's Split(): the initiator sends with the first key.
+            hs.dangerously_get_raw_split()
         }
         Role::Responder => {
             let mut hs = builder.build_responder()?;
@@ -422,17 +495,21 @@ async fn handshake_inner(
             }
             let n = hs.write_message(&[mode_byte(mode)], &mut buf)?;
             write_msg(&mut w, &buf[..n]).await?;
-            hs.into_stateless_transport_mode()?
+            let (recv, send) = hs.dangerously_get_raw_split();
+            (send, recv)
         }
     };
-    let cipher = match mode {
-        Security::Encrypted => Some(Arc::new(transport)),
-        Security::Plaintext => None,
+    let (send, recv) = match mode {
+        Security::Encrypted => (
+            Some(TransportCipher::new(&transport.0)),
+            Some(TransportCipher::new(&transport.1)),
+        ),
+        Security::Plaintext => (None, None),
     };
     Ok(SecureLink {
         reader: LinkReader {
             inner: r,
-            cipher: cipher.clone(),
+            cipher: recv,
             nonce: 0,
             buf: BytesMut::new(),
             plain: BytesMut::new(),
@@ -440,10 +517,9 @@ async fn handshake_inner(
         },
         writer: LinkWriter {
             inner: w,
-            cipher,
+            cipher: send,
             nonce: 0,
             out: Vec::new(),
-            gather: Vec::new(),
         },
         peer,
     })
@@ -460,7 +536,7 @@ const READ_CHUNK: usize = 256 * 1024;
 /// ```
 pub struct LinkReader {
     inner: BoxRead,
-    cipher: Option<Arc<StatelessTransportState>>,
+    cipher: Option<TransportCipher>,
     nonce: u64,
     buf: BytesMut,
     /// Decrypted bytes not yet returned by [`LinkReader::read_records`].
@@ -625,13 +701,10 @@ impl LinkReader {
             if self.buf.len() < 2 + len {
                 return Ok(());
             }
-            refill(&mut self.plain, &mut self.blocks, len);
-            let start = self.plain.len();
-            self.plain.resize(start + len - TAG, 0);
-            let n = cipher
-                .read_message(self.nonce, &self.buf[2..2 + len], &mut self.plain[start..])
-                .map_err(|_| AuthError::Tampered)?;
-            self.plain.truncate(start + n);
+            // Decrypted in place, then copied once to where the records are gathered.
+            let plain = cipher.open(self.nonce, &mut self.buf[2..2 + len])?;
+            refill(&mut self.plain, &mut self.blocks, plain.len());
+            self.plain.extend_from_slice(plain);
             self.nonce += 1;
             self.buf.advance(2 + len);
         }
@@ -660,12 +733,7 @@ impl LinkReader {
             if out.capacity() == 0 {
                 out.reserve(self.buf.len());
             }
-            let start = out.len();
-            out.resize(start + len - TAG, 0);
-            let n = cipher
-                .read_message(self.nonce, &self.buf[2..2 + len], &mut out[start..])
-                .map_err(|_| AuthError::Tampered)?;
-            out.truncate(start + n);
+            out.extend_from_slice(cipher.open(self.nonce, &mut self.buf[2..2 + len])?);
             self.nonce += 1;
             self.buf.advance(2 + len);
         }
@@ -683,10 +751,10 @@ impl LinkReader {
 /// ```
 pub struct LinkWriter {
     inner: BoxWrite,
-    cipher: Option<Arc<StatelessTransportState>>,
+    cipher: Option<TransportCipher>,
     nonce: u64,
+    /// Encrypted messages being written.
     out: Vec<u8>,
-    gather: Vec<u8>,
 }
 
 impl std::fmt::Debug for LinkWriter {
@@ -712,20 +780,12 @@ impl LinkWriter {
         let Some(cipher) = &self.cipher else {
             return self.inner.write_all(data).await;
         };
-        self.out.clear();
-        let pieces = data.len().div_ceil(MAX_PAYLOAD);
-        self.out.reserve(data.len() + pieces * (2 + TAG));
-        for piece in data.chunks(MAX_PAYLOAD) {
-            let start = self.out.len();
-            let len = piece.len() + TAG;
-            self.out.extend_from_slice(&(len as u16).to_be_bytes());
-            self.out.resize(start + 2 + len, 0);
-            cipher
-                .write_message(self.nonce, piece, &mut self.out[start + 2..])
-                .map_err(|e| io::Error::other(AuthError::Noise(e)))?;
-            self.nonce += 1;
-        }
-        self.inner.write_all(&self.out).await
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.nonce = seal_messages(cipher, self.nonce, std::iter::once(data), &mut out);
+        let r = self.inner.write_all(&out).await;
+        self.out = out;
+        r
     }
 
     /// Writes `segments` in order (encrypted as messages of at most [`MAX_PAYLOAD`] bytes),
@@ -765,15 +825,20 @@ impl LinkWriter {
             }
             return Ok(());
         }
-        let total: usize = segments.iter().map(|s| s.len()).sum();
-        let mut gathered = std::mem::take(&mut self.gather);
-        gathered.clear();
-        gathered.reserve(total);
-        for seg in segments {
-            gathered.extend_from_slice(seg);
-        }
-        let r = self.write_all(&gathered).await;
-        self.gather = gathered;
+        let Some(cipher) = &self.cipher else {
+            return Ok(());
+        };
+        // Gathered straight into the messages and sealed in place: one copy.
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.nonce = seal_messages(
+            cipher,
+            self.nonce,
+            segments.iter().map(|s| &s[..]),
+            &mut out,
+        );
+        let r = self.inner.write_all(&out).await;
+        self.out = out;
         r
     }
 
@@ -808,6 +873,69 @@ mod tests {
     fn pair() -> (RawLink, RawLink) {
         let (a, b) = tokio::io::duplex(1 << 20);
         (RawLink::from_stream(a, "a"), RawLink::from_stream(b, "b"))
+    }
+
+    /// braid's transport messages are plain Noise: a peer using snow's own transport state
+    /// reads what braid writes and the other way round.
+    #[tokio::test]
+    async fn transport_messages_interoperate_with_snow() {
+        let key = Key::generate();
+        let (a, b) = pair();
+        let RawLink {
+            read: mut r,
+            write: mut w,
+            ..
+        } = b;
+        let peer = async move {
+            let mut hs = snow::Builder::new(NOISE_PARAMS.parse().unwrap())
+                .prologue(PROLOGUE)
+                .unwrap()
+                .psk(0, &key.0)
+                .unwrap()
+                .build_responder()
+                .unwrap();
+            let msg = read_msg(&mut r, MSG1_LEN).await.unwrap();
+            let mut payload = [0u8; 64];
+            hs.read_message(&msg, &mut payload).unwrap();
+            let mut buf = [0u8; 128];
+            let n = hs.write_message(&[0], &mut buf).unwrap();
+            write_msg(&mut w, &buf[..n]).await.unwrap();
+            let mut t = hs.into_transport_mode().unwrap();
+            // Read braid's first message (70,000 bytes: two messages).
+            let mut got = Vec::new();
+            while got.len() < 70_000 {
+                let mut len = [0u8; 2];
+                r.read_exact(&mut len).await.unwrap();
+                let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+                r.read_exact(&mut m).await.unwrap();
+                let mut p = vec![0u8; m.len()];
+                let n = t.read_message(&m, &mut p).unwrap();
+                got.extend_from_slice(&p[..n]);
+            }
+            let mut m = vec![0u8; 5 + TAG];
+            let n = t.write_message(b"pong!", &mut m).unwrap();
+            w.write_all(&(n as u16).to_be_bytes()).await.unwrap();
+            w.write_all(&m[..n]).await.unwrap();
+            got
+        };
+        let ours = async {
+            let mut c = handshake(a, &key, Role::Initiator, Security::Encrypted, T)
+                .await
+                .unwrap();
+            let data: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+            c.writer
+                .write_segments(&[
+                    Bytes::copy_from_slice(&data[..10]),
+                    Bytes::copy_from_slice(&data[10..]),
+                ])
+                .await
+                .unwrap();
+            let back = c.reader.read().await.unwrap().unwrap();
+            (data, back)
+        };
+        let (got, (data, back)) = tokio::join!(peer, ours);
+        assert_eq!(got, data);
+        assert_eq!(&back[..], b"pong!");
     }
 
     #[tokio::test]
@@ -887,14 +1015,15 @@ mod tests {
         );
         let (c, mut s) = (c.unwrap(), s.unwrap());
         // Encrypt a message by hand and flip a bit before it reaches the reader.
-        let cipher = c.writer.cipher.clone().unwrap();
-        let mut msg = vec![0u8; 5 + TAG];
-        cipher.write_message(0, b"hello", &mut msg).unwrap();
-        msg[3] ^= 1;
+        let mut msg = Vec::new();
+        seal_messages(
+            c.writer.cipher.as_ref().unwrap(),
+            0,
+            [&b"hello"[..]].into_iter(),
+            &mut msg,
+        );
+        msg[2 + 3] ^= 1;
         let mut raw = c.writer.inner;
-        raw.write_all(&(msg.len() as u16).to_be_bytes())
-            .await
-            .unwrap();
         raw.write_all(&msg).await.unwrap();
         assert!(matches!(s.reader.read().await, Err(AuthError::Tampered)));
     }
@@ -908,14 +1037,15 @@ mod tests {
             handshake(b, &key, Role::Responder, Security::Encrypted, T)
         );
         let (c, mut s) = (c.unwrap(), s.unwrap());
-        let cipher = c.writer.cipher.clone().unwrap();
-        let mut msg = vec![0u8; 5 + TAG];
-        cipher.write_message(0, b"hello", &mut msg).unwrap();
+        let mut msg = Vec::new();
+        seal_messages(
+            c.writer.cipher.as_ref().unwrap(),
+            0,
+            [&b"hello"[..]].into_iter(),
+            &mut msg,
+        );
         let mut raw = c.writer.inner;
         for _ in 0..2 {
-            raw.write_all(&(msg.len() as u16).to_be_bytes())
-                .await
-                .unwrap();
             raw.write_all(&msg).await.unwrap();
         }
         // The first copy decrypts (possibly together with the replay, which must fail).

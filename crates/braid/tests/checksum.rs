@@ -1,5 +1,5 @@
-//! Plaintext links with `engine.crc`: a link that corrupts bytes is dropped and the stream
-//! arrives intact over the others, in both directions (the server checksums its chunks
+//! Plaintext links with `engine.crc`: a link that corrupts bytes is dropped (and redialled)
+//! and the stream arrives intact over the others, in both directions (the server checksums its chunks
 //! because the client asked for it in its `Hello`).
 
 mod common;
@@ -44,12 +44,12 @@ async fn corrupting_copy(
     let _ = to.shutdown().await;
 }
 
-/// A TCP proxy to `target` that corrupts both directions; returns its address and the
-/// number of bytes flipped client→server and server→client.
-async fn corrupting_proxy(target: SocketAddr) -> (SocketAddr, [Arc<AtomicUsize>; 2]) {
+/// A TCP proxy to `target` that corrupts one direction (client to server if `upstream`);
+/// returns its address and the number of bits it flipped.
+async fn corrupting_proxy(target: SocketAddr, upstream: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let flips = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let flips = Arc::new(AtomicUsize::new(0));
     let f = flips.clone();
     tokio::spawn(async move {
         while let Ok((c, _)) = l.accept().await {
@@ -58,9 +58,14 @@ async fn corrupting_proxy(target: SocketAddr) -> (SocketAddr, [Arc<AtomicUsize>;
             };
             let (cr, cw) = c.into_split();
             let (sr, sw) = s.into_split();
-            // Past the handshakes, in the middle of the data.
-            tokio::spawn(corrupting_copy(cr, sw, 300_000, 700_000, f[0].clone()));
-            tokio::spawn(corrupting_copy(sr, cw, 300_000, 700_000, f[1].clone()));
+            // Past the handshakes, in the middle of the data; the other way is left alone.
+            let (up, down) = if upstream {
+                (300_000, u64::MAX)
+            } else {
+                (u64::MAX, 300_000)
+            };
+            tokio::spawn(corrupting_copy(cr, sw, up, 700_000, f.clone()));
+            tokio::spawn(corrupting_copy(sr, cw, down, 700_000, f.clone()));
         }
     });
     (addr, flips)
@@ -73,23 +78,25 @@ async fn corrupted_chunks_are_caught_both_ways_and_resent() {
     let mut sc = server_config(&key);
     sc.security = Security::Plaintext;
     let (addr, _server) = echo_server(sc).await;
-    let (proxy, flips) = corrupting_proxy(addr).await;
+    let (up, up_flips) = corrupting_proxy(addr, true).await;
+    let (down, down_flips) = corrupting_proxy(addr, false).await;
     let mut cc = ClientConfig::new(key);
     cc.security = Security::Plaintext;
     cc.engine.crc = true;
     let specs = [
         format!("tcp://{addr}").parse().unwrap(),
-        format!("tcp://{proxy}").parse().unwrap(),
+        format!("tcp://{up}").parse().unwrap(),
+        format!("tcp://{down}").parse().unwrap(),
     ];
     let conn = connect(&specs, cc).await.unwrap();
     for _ in 0..500 {
-        if conn.handle().links().len() >= 2 {
+        if conn.handle().links().len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (mut r, mut w) = conn.into_split();
-    let len = 40_000_000;
+    let len = 60_000_000;
     let (sent, got) = tokio::time::timeout(Duration::from_secs(60), async {
         tokio::join!(write_stream(&mut w, 7, len), read_hash(&mut r))
     })
@@ -99,11 +106,11 @@ async fn corrupted_chunks_are_caught_both_ways_and_resent() {
     assert_eq!(got.0, len);
     assert_eq!(sent, got.1, "corrupted bytes were delivered");
     let flips = [
-        flips[0].load(Ordering::Relaxed),
-        flips[1].load(Ordering::Relaxed),
+        up_flips.load(Ordering::Relaxed),
+        down_flips.load(Ordering::Relaxed),
     ];
     assert!(
         flips[0] > 0 && flips[1] > 0,
-        "the proxy link carried too little to be corrupted both ways: {flips:?}"
+        "the proxied links carried too little to be corrupted both ways: {flips:?}"
     );
 }

@@ -511,7 +511,7 @@ impl Connection {
             let l = &self.links[&id];
             if l.state != LinkState::Active
                 || l.close_received
-                || l.in_flight_bytes >= l.window(now, init, chunk as u64)
+                || l.in_flight_bytes >= l.window(now, &self.config)
             {
                 return;
             }

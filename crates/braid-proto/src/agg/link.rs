@@ -144,6 +144,7 @@ pub(crate) struct Link {
     pub stats: LinkStats,
 }
 
+use super::Config;
 use super::stats::LinkStats;
 
 impl Link {
@@ -211,12 +212,17 @@ impl Link {
     /// In-flight bytes allowed: twice the bandwidth-delay product plus two chunks, like BBR's
     /// cap, so the link stays busy while its queue (and so the peer's reorder spread) stays
     /// short. Halved while penalized.
-    pub fn window(&self, now: Time, initial_window: u64, chunk: u64) -> u64 {
+    ///
+    /// The delay is at least `c.window_rtt_floor`, so a few-µs idle round trip on loopback
+    /// does not size the window below what batched acknowledgements need.
+    pub fn window(&self, now: Time, c: &Config) -> u64 {
+        let chunk = c.chunk_size as u64;
         let w = if self.has_rate_sample() {
-            let bdp = self.rate.get() * self.min_rtt().as_secs_f64();
+            let rtt = self.min_rtt().max(c.window_rtt_floor);
+            let bdp = self.rate.get() * rtt.as_secs_f64();
             (2.0 * bdp) as u64 + 2 * chunk
         } else {
-            initial_window
+            c.initial_link_window
         };
         let w = if now < self.penalized_until { w / 2 } else { w };
         w.max(2 * chunk)

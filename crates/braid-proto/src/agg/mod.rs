@@ -54,6 +54,12 @@ pub struct Config {
     pub send_buffer: u64,
     /// In-flight bytes allowed on a link before its delivery rate is known.
     pub initial_link_window: u64,
+    /// Shortest round trip a link's window is sized for (its window is twice its delivery
+    /// rate times `max(min RTT, this)`). On loopback the idle round trip can be a few µs,
+    /// far below how late acknowledgements come back in batches under load. Keep it small:
+    /// a larger in-flight window on loopback costs more than it gains (the data falls out of
+    /// the CPU caches: 1 ms halved plaintext throughput in `benches/runtime.rs`).
+    pub window_rtt_floor: Duration,
     /// A link with outstanding data or pings that hears nothing for
     /// `max(link_timeout_floor, link_timeout_rtts × smoothed RTT)` is declared dead.
     pub link_timeout_floor: Duration,
@@ -74,6 +80,7 @@ impl Default for Config {
             recv_window: 16 * 1024 * 1024,
             send_buffer: 16 * 1024 * 1024,
             initial_link_window: 160 * 1024,
+            window_rtt_floor: Duration::from_micros(100),
             link_timeout_floor: Duration::from_millis(150),
             link_timeout_rtts: 4,
             keepalive: Duration::from_millis(100),

@@ -25,7 +25,7 @@ fn usable(l: &Link) -> bool {
 }
 
 fn has_room(l: &Link, now: Time, c: &Config) -> bool {
-    l.in_flight_bytes < l.window(now, c.initial_link_window, c.chunk_size as u64)
+    l.in_flight_bytes < l.window(now, c)
 }
 
 /// The usable link with room whose delivery of `len` bytes is expected first.
