@@ -121,6 +121,11 @@ async fn reader_task(id: LinkId, mut r: LinkReader, tx: mpsc::Sender<ToDriver>) 
     .await;
 }
 
+/// An engine frame's length from its first bytes (for aligning encrypted messages).
+fn engine_frame_len(b: &[u8]) -> Option<usize> {
+    crate::proto::agg::frame::frame_len(b).ok().flatten()
+}
+
 async fn writer_task(
     id: LinkId,
     mut w: LinkWriter,
@@ -129,7 +134,7 @@ async fn writer_task(
 ) {
     while let Some(cmd) = rx.recv().await {
         match cmd {
-            WriterCmd::Write(buf) => match w.write_segments(&buf).await {
+            WriterCmd::Write(buf) => match w.write_records(&buf, &engine_frame_len).await {
                 Ok(()) => {
                     if tx.send(ToDriver::WriteDone(id, buf)).await.is_err() {
                         break;

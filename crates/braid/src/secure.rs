@@ -146,6 +146,61 @@ fn seal_messages<'a>(
     nonce
 }
 
+/// Like [`seal_messages`], but never lets a record (as measured by `record_len` at each
+/// record's start) straddle two messages when it fits in one: every message then holds whole
+/// records and the reader hands it on without copying. Records must start at segment starts
+/// or right after the previous record.
+fn seal_records(
+    cipher: &TransportCipher,
+    mut nonce: u64,
+    segments: &[Bytes],
+    record_len: &dyn Fn(&[u8]) -> Option<usize>,
+    out: &mut Vec<u8>,
+) -> u64 {
+    let mut open: Option<usize> = None;
+    let mut record_left = 0usize;
+    let seal = |out: &mut Vec<u8>, start: usize, nonce: &mut u64| {
+        let tag = cipher.seal(*nonce, &mut out[start + 2..]);
+        out.extend_from_slice(tag.as_ref());
+        let len = (out.len() - start - 2) as u16;
+        out[start..start + 2].copy_from_slice(&len.to_be_bytes());
+        *nonce += 1;
+    };
+    for seg in segments {
+        let mut rest = &seg[..];
+        while !rest.is_empty() {
+            if record_left == 0 {
+                // Unknown lengths count as the rest of the segment.
+                record_left = record_len(rest).filter(|&n| n > 0).unwrap_or(rest.len());
+                if let Some(start) = open {
+                    let fill = out.len() - start - 2;
+                    if record_left <= MAX_PAYLOAD && fill + record_left > MAX_PAYLOAD {
+                        seal(out, start, &mut nonce);
+                        open = None;
+                    }
+                }
+            }
+            let start = *open.get_or_insert_with(|| {
+                out.extend_from_slice(&[0, 0]);
+                out.len() - 2
+            });
+            let room = MAX_PAYLOAD - (out.len() - start - 2);
+            let k = room.min(rest.len()).min(record_left);
+            out.extend_from_slice(&rest[..k]);
+            rest = &rest[k..];
+            record_left -= k;
+            if k == room {
+                seal(out, start, &mut nonce);
+                open = None;
+            }
+        }
+    }
+    if let Some(start) = open {
+        seal(out, start, &mut nonce);
+    }
+    nonce
+}
+
 /// A 32-byte pre-shared key. Debug output never shows it.
 ///
 /// ```
@@ -631,11 +686,39 @@ impl LinkReader {
         whole: impl Fn(&[u8]) -> usize,
     ) -> Result<Option<BytesMut>, AuthError> {
         loop {
-            if self.cipher.is_some() {
-                self.decrypt_into_plain()?;
+            if let Some(cipher) = &self.cipher {
+                // Whole records left from messages that split one.
                 let n = whole(&self.plain);
                 if n > 0 {
                     return Ok(Some(self.plain.split_to(n)));
+                }
+                while self.buf.len() >= 2 {
+                    let len = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
+                    if len < TAG {
+                        return Err(AuthError::Tampered);
+                    }
+                    if self.buf.len() < 2 + len {
+                        break;
+                    }
+                    // Opened in place. A message holding whole records (the sender aligns
+                    // them, see `LinkWriter::write_frames`) is handed out as it is.
+                    let mut msg = self.buf.split_to(2 + len);
+                    msg.advance(2);
+                    let plain = cipher.open(self.nonce, &mut msg)?.len();
+                    self.nonce += 1;
+                    msg.truncate(plain);
+                    if msg.is_empty() {
+                        continue;
+                    }
+                    if self.plain.is_empty() && whole(&msg) == msg.len() {
+                        return Ok(Some(msg));
+                    }
+                    refill(&mut self.plain, &mut self.blocks, msg.len());
+                    self.plain.extend_from_slice(&msg);
+                    let n = whole(&self.plain);
+                    if n > 0 {
+                        return Ok(Some(self.plain.split_to(n)));
+                    }
                 }
             } else {
                 let n = whole(&self.buf);
@@ -643,13 +726,7 @@ impl LinkReader {
                     return Ok(Some(self.buf.split_to(n)));
                 }
             }
-            if self.cipher.is_some() {
-                if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                    self.buf.reserve(READ_CHUNK);
-                }
-            } else {
-                refill(&mut self.buf, &mut self.blocks, READ_CHUNK / 4);
-            }
+            refill(&mut self.buf, &mut self.blocks, READ_CHUNK / 4);
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
                 if self.buf.is_empty() && self.plain.is_empty() {
@@ -683,31 +760,6 @@ impl LinkReader {
         front.extend_from_slice(data);
         front.extend_from_slice(target);
         *target = front;
-    }
-
-    /// Decrypts every complete buffered message onto the end of `plain`.
-    fn decrypt_into_plain(&mut self) -> Result<(), AuthError> {
-        let Some(cipher) = &self.cipher else {
-            return Ok(());
-        };
-        loop {
-            if self.buf.len() < 2 {
-                return Ok(());
-            }
-            let len = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
-            if len < TAG {
-                return Err(AuthError::Tampered);
-            }
-            if self.buf.len() < 2 + len {
-                return Ok(());
-            }
-            // Decrypted in place, then copied once to where the records are gathered.
-            let plain = cipher.open(self.nonce, &mut self.buf[2..2 + len])?;
-            refill(&mut self.plain, &mut self.blocks, plain.len());
-            self.plain.extend_from_slice(plain);
-            self.nonce += 1;
-            self.buf.advance(2 + len);
-        }
     }
 
     /// Whatever complete messages are buffered, decrypted into one buffer.
@@ -842,6 +894,40 @@ impl LinkWriter {
         r
     }
 
+    /// Like [`LinkWriter::write_segments`], for segments that are a sequence of records
+    /// (`record_len` gives a record's length from its first bytes): on encrypted links no
+    /// record that fits in one message is split across two, so the reader's
+    /// [`LinkReader::read_records`] can hand each message on without copying it.
+    ///
+    /// # Errors
+    /// I/O errors of the link.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (drop the link).
+    ///
+    /// ```
+    /// # async fn f(mut w: braid::secure::LinkWriter) -> std::io::Result<()> {
+    /// use bytes::Bytes;
+    /// // Records of 4 bytes each.
+    /// w.write_records(&[Bytes::from_static(b"abcdefgh")], &|_| Some(4)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_records(
+        &mut self,
+        segments: &[Bytes],
+        record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
+    ) -> io::Result<()> {
+        let Some(cipher) = &self.cipher else {
+            return self.write_segments(segments).await;
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.nonce = seal_records(cipher, self.nonce, segments, record_len, &mut out);
+        let r = self.inner.write_all(&out).await;
+        self.out = out;
+        r
+    }
+
     /// Flushes and shuts down the write direction (the peer reads a clean end).
     ///
     /// # Errors
@@ -936,6 +1022,96 @@ mod tests {
         let (got, (data, back)) = tokio::join!(peer, ours);
         assert_eq!(got, data);
         assert_eq!(&back[..], b"pong!");
+    }
+
+    /// Records: a 4-byte big-endian length, then that many bytes.
+    fn rec_len(b: &[u8]) -> Option<usize> {
+        (b.len() >= 4).then(|| 4 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    fn whole_recs(b: &[u8]) -> usize {
+        let mut at = 0;
+        while let Some(n) = rec_len(&b[at..]).filter(|n| at + n <= b.len()) {
+            at += n;
+        }
+        at
+    }
+
+    #[tokio::test]
+    async fn records_are_aligned_to_messages_and_round_trip() {
+        let key = Key::generate();
+        let (a, b) = pair();
+        let (c, s) = tokio::join!(
+            handshake(a, &key, Role::Initiator, Security::Encrypted, T),
+            handshake(b, &key, Role::Responder, Security::Encrypted, T)
+        );
+        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        // Records of many sizes, headers and bodies in separate segments, some larger than
+        // a message.
+        let mut segments = Vec::new();
+        let mut all = Vec::new();
+        for (i, len) in [
+            10usize, 16_000, 30_000, 65_000, 3, 100_000, 20_000, 0, 40_000,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            let head = (len as u32).to_be_bytes();
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&body);
+            segments.push(Bytes::copy_from_slice(&head));
+            if !body.is_empty() {
+                segments.push(Bytes::from(body));
+            }
+        }
+        // Every message that can hold whole records does.
+        let mut sealed = Vec::new();
+        seal_records(
+            c.writer.cipher.as_ref().unwrap(),
+            0,
+            &segments,
+            &rec_len,
+            &mut sealed,
+        );
+        let (mut at, mut nonce, mut split) = (0, 0, 0);
+        while at < sealed.len() {
+            let len = u16::from_be_bytes([sealed[at], sealed[at + 1]]) as usize;
+            let mut m = sealed[at + 2..at + 2 + len].to_vec();
+            let p = s
+                .reader
+                .cipher
+                .as_ref()
+                .unwrap()
+                .open(nonce, &mut m)
+                .unwrap();
+            if whole_recs(p) != p.len() {
+                split += 1;
+            }
+            at += 2 + len;
+            nonce += 1;
+        }
+        // Only the record larger than a message straddles (it touches at most 3 messages).
+        assert!(split <= 3, "{split} of {nonce} messages split a record");
+        let total = all.len();
+        let writer = async {
+            c.writer.write_records(&segments, &rec_len).await.unwrap();
+            c.writer.shutdown().await.unwrap();
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            let mut pieces = 0;
+            while let Some(b) = s.reader.read_records(whole_recs).await.unwrap() {
+                assert_eq!(whole_recs(&b), b.len(), "a piece of whole records");
+                got.extend_from_slice(&b);
+                pieces += 1;
+            }
+            (got, pieces)
+        };
+        let ((), (got, pieces)) = tokio::join!(writer, reader);
+        assert_eq!(got.len(), total);
+        assert_eq!(got, all);
+        assert!(pieces >= 4, "{pieces} pieces");
     }
 
     #[tokio::test]
