@@ -6,7 +6,8 @@
 #
 # Asserts: braid goodput >= 98% of the sum of the single-link figures; the blackholed
 # transfer completes intact with no delivery gap over 0.3 s; the restored link carries data
-# again within 2 s. Always cleans up. Needs root, ip, tc, python3.
+# again within 2 s; in interface mode (`braid connect HOST:PORT`) each address gets a link, a
+# new interface gets one and a removed one loses it, the stream intact. Always cleans up. Needs root, ip, tc, python3.
 #
 #   sudo tools/testbed.sh [path/to/braid]     exit 0 pass, 1 fail, 77 cannot run (not root)
 set -euo pipefail
@@ -156,6 +157,82 @@ print(f"testbed: blackhole: intact {ok_data}, longest gap {r['max_gap']*1000:.0f
       f"restored link used within 2 s: {ok_back}")
 sys.exit(0 if ok_data and ok_gap and ok_back else 1)
 PY
+# 4. Interface mode: `braid connect HOST:PORT` dials one link per local address and rescans
+# every 2 s: an interface that appears gets a link, one that vanishes loses it, and the
+# stream goes on intact throughout.
+iface_links() {
+  ip netns exec "$A" "$BRAID" links --control "$DIR/iface-connect.sock" list 2>/dev/null || true
+}
+wait_until() { # seconds, then a command; polls every 0.1 s
+  local n=$(( $1 * 10 )); shift
+  for _ in $(seq 1 $n); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+has_links() { [ "$(iface_links | grep -c "bind=198\.18\.")" -ge "$1" ]; }
+has_bind4() { iface_links | grep -q "bind=198\.18\.4\.1"; }
+no_bind4() { ! has_bind4; }
+head -c 8000000 "$DIR/data" > "$DIR/iface-data"
+iface_want=$(sha256sum "$DIR/iface-data" | cut -d' ' -f1)
+# Fed in three parts: before the new interface, while it is up, after it is gone.
+head -c 4000000 "$DIR/iface-data" > "$DIR/iface-1"
+tail -c +4000001 "$DIR/iface-data" > "$DIR/iface-rest"
+head -c 2000000 "$DIR/iface-rest" > "$DIR/iface-2"
+tail -c +2000001 "$DIR/iface-rest" > "$DIR/iface-3"
+mkfifo "$DIR/iface-in"
+ip netns exec "$B" python3 "$HELPER" sink 6001 "$DIR/iface-braid" & iface_sink=$!
+PIDS+=($iface_sink)
+ip netns exec "$B" env RUST_LOG=braid=warn "$BRAID" serve --listen 0.0.0.0:7701 \
+    --forward 127.0.0.1:6001 --control "$DIR/iface-serve.sock" 2>"$DIR/iface-serve.log" &
+PIDS+=($!)
+sleep 0.5
+ip netns exec "$A" env RUST_LOG=braid=info "$BRAID" connect 198.18.1.2:7701 \
+    --control "$DIR/iface-connect.sock" < "$DIR/iface-in" > /dev/null 2>"$DIR/iface-connect.log" &
+iface_conn=$!
+PIDS+=($iface_conn)
+exec 7>"$DIR/iface-in"
+cat "$DIR/iface-1" >&7
+iface_ok=1
+if wait_until 5 has_links 3; then
+  echo "testbed: interface mode: $(iface_links | grep -c 'bind=198\.18\.') links, one per address"
+else
+  echo "testbed: interface mode: the three addresses did not all get a link" >&2; iface_ok=0
+fi
+ip link add tba4 netns "$A" type veth peer name tbb4 netns "$B"
+ip -n "$A" addr add 198.18.4.1/24 dev tba4
+ip -n "$B" addr add 198.18.4.2/24 dev tbb4
+ip -n "$A" link set tba4 up
+ip -n "$B" link set tbb4 up
+t0=$(date +%s.%N)
+if wait_until 6 has_bind4; then
+  echo "testbed: interface mode: new interface got a link after $(python3 -c "import time;print(round(time.time()-$t0,2))") s"
+else
+  echo "testbed: interface mode: the new interface got no link within 6 s" >&2; iface_ok=0
+fi
+cat "$DIR/iface-2" >&7
+ip -n "$A" link del tba4
+t0=$(date +%s.%N)
+if wait_until 6 no_bind4; then
+  echo "testbed: interface mode: vanished interface's link dropped after $(python3 -c "import time;print(round(time.time()-$t0,2))") s"
+  # ...and not redialled: a rescan later its spec is gone from the connection.
+  sleep 2.5
+  if has_bind4; then
+    echo "testbed: interface mode: the vanished interface's link came back" >&2; iface_ok=0
+  fi
+else
+  echo "testbed: interface mode: the vanished interface kept its link" >&2; iface_ok=0
+fi
+cat "$DIR/iface-3" >&7
+exec 7>&-
+wait "$iface_sink" || true
+for _ in $(seq 1 100); do kill -0 $iface_conn 2>/dev/null || break; sleep 0.1; done
+python3 - "$DIR/iface-braid.json" "$iface_want" "$iface_ok" <<'PY' || fail=1
+import json, sys
+r = json.load(open(sys.argv[1]))
+intact = r["sha256"] == sys.argv[2]
+print(f"testbed: interface mode: {r['bytes']} bytes, intact {intact}")
+sys.exit(0 if intact and sys.argv[3] == "1" else 1)
+PY
+
 if [ $fail != 0 ]; then
   echo "testbed: FAILED" >&2
   tail -5 "$DIR"/*.log >&2 || true
