@@ -22,6 +22,9 @@ impl std::fmt::Display for RecvViolation {
     }
 }
 
+/// Chunks smaller than this are copied when stored (see [`ReorderBuffer::insert`]).
+const UNPIN_BELOW: usize = 4096;
+
 /// In-order delivery over out-of-order arrival. Holds at most `window` bytes: in-order but
 /// unread (`ready`) plus out-of-order (`pending`).
 #[derive(Debug)]
@@ -108,6 +111,14 @@ impl ReorderBuffer {
             }
             self.buffered += data.len() as u64;
             self.peak = self.peak.max(self.buffered);
+            // A small chunk handed over without copying would keep its whole receive block
+            // (up to 256 KiB) alive while it waits: a peer sending tiny chunks could pin far
+            // more memory than the window. Small ones are copied out.
+            let data = if data.len() < UNPIN_BELOW {
+                Bytes::copy_from_slice(&data)
+            } else {
+                data
+            };
             self.pending.insert(seq, data);
             self.advance();
         }
@@ -178,6 +189,31 @@ mod tests {
         assert_eq!(r.read(15).unwrap(), b(10, 2));
         assert_eq!(r.read(15), None);
         assert_eq!(r.insert(0, b(10, 1), false), Ok(Inserted::Nothing));
+    }
+
+    #[test]
+    fn small_chunks_do_not_keep_their_receive_block() {
+        let block = Bytes::from(vec![7u8; 256 * 1024]);
+        let mut r = ReorderBuffer::new(1 << 20);
+        r.insert(10, block.slice(0..10), false).unwrap();
+        r.insert(0, block.slice(100..110), false).unwrap();
+        r.insert(20, block.slice(4096..8192 + 4096), false).unwrap();
+        // Only the large chunk still refers to the block.
+        let big = r
+            .pending
+            .values()
+            .chain(r.ready.iter())
+            .filter(|d| d.len() >= 4096)
+            .count();
+        assert_eq!(big, 1);
+        let block_ptr = block.as_ptr() as usize;
+        for d in r.ready.iter().filter(|d| d.len() < 4096) {
+            let p = d.as_ptr() as usize;
+            assert!(
+                p < block_ptr || p >= block_ptr + block.len(),
+                "small chunk still in the block"
+            );
+        }
     }
 
     #[test]
