@@ -8,9 +8,12 @@
 //!   per-direction counter nonce and sent as `u16 length | ciphertext` (at most 65535 bytes).
 //!   A tampered, replayed, reordered or dropped message fails to decrypt and kills that link
 //!   only; the engine resends its data on the others.
+//!   These are standard Noise transport messages (the keys of Noise's `Split()`, sealed
+//!   and opened in place with ring); the sender fills each with whole engine frames where
+//!   it can ([`LinkWriter::write_records`]) so the receiver passes it on without copying.
 //! - [`Security::Plaintext`]: the handshake still proves both sides hold the key, then bytes
-//!   flow in the clear (the engine then checksums chunks with CRC32C). Only with an explicit
-//!   flag.
+//!   flow in the clear (with CRC32C on every chunk if the client asks for checksums). Only
+//!   with an explicit flag.
 //!
 //! ```text
 //!  initiator (braid client)                       responder (braid server)
