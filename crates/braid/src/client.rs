@@ -131,6 +131,7 @@ pub(crate) fn start_connection(
             app_handles: 0,
             read_finished: false,
             links: Default::default(),
+            direct: Default::default(),
         }),
         wake: Notify::new(),
         to_driver: tx,

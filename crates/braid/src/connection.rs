@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     pub app_handles: usize,
     pub read_finished: bool,
     pub links: std::collections::BTreeMap<LinkId, (String, Option<LinkSpec>)>,
+    /// Each live link's writer, for the application's direct writes.
+    pub direct: std::collections::BTreeMap<LinkId, Arc<crate::driver::WriterSlot>>,
 }
 
 /// State shared by the driver task, the application handles and the link tasks.
@@ -280,7 +282,12 @@ fn poll_write_inner(inner: &Inner, cx: &mut Context<'_>, data: &[u8]) -> Poll<io
             Poll::Pending
         }
         Ok(n) => {
+            let jobs = crate::driver::direct_transmit(&mut s, inner.now());
             drop(s);
+            for job in jobs {
+                job.run();
+            }
+            // Timers, acknowledgements and links whose writer was busy are the driver's.
             inner.wake.notify_one();
             Poll::Ready(Ok(n))
         }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::connection::{ConnectionEvent, ConnectionState, Inner};
+use crate::proto::Time;
 use crate::proto::agg::{Event, LinkId};
 use crate::secure::{LinkReader, LinkWriter, SecureLink};
 use crate::spec::LinkSpec;
@@ -65,14 +66,120 @@ pub(crate) enum ToDriver {
     Remove(LinkId),
 }
 
-enum WriterCmd {
+pub(crate) enum WriterCmd {
     Write(Vec<Bytes>),
+    /// Write what a direct write left pending.
+    Flush,
     Close,
+}
+
+/// A link's writer, shared by its writer task and the application's direct writes
+/// ([`direct_transmit`]): whoever takes it out writes, in the order the engine's frames were
+/// polled (a taker takes it before polling them, under the engine lock).
+pub(crate) struct WriterSlot {
+    writer: std::sync::Mutex<Option<LinkWriter>>,
+    back: tokio::sync::Notify,
+    cmds: mpsc::UnboundedSender<WriterCmd>,
+    /// `Write` commands sent to the writer task and not finished. A direct write may only
+    /// take the writer when this is 0 (checked and raised under the engine lock): frames
+    /// must reach a link in the order they were polled, or the peer's per-link frame count
+    /// would acknowledge the wrong chunks.
+    queued: std::sync::atomic::AtomicUsize,
+    /// Direct writes allowed (not on links recycled after some bytes: the driver counts
+    /// what those send).
+    direct: bool,
+}
+
+impl WriterSlot {
+    fn try_take(&self) -> Option<LinkWriter> {
+        self.writer.try_lock().ok()?.take()
+    }
+
+    fn put(&self, w: LinkWriter) {
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        self.back.notify_one();
+    }
+
+    async fn take(&self) -> LinkWriter {
+        loop {
+            if let Some(w) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return w;
+            }
+            self.back.notified().await;
+        }
+    }
+}
+
+/// Called by the application's write, under the engine lock, right after it handed data to
+/// the engine: takes the writer of every link whose writer is idle and polls that link's
+/// frames. The caller releases the lock, then runs the jobs ([`DirectJob::run`]): the data
+/// is sealed and written by the task that just copied it, while it is in this CPU's cache,
+/// with no hop through the driver and the link's writer task.
+pub(crate) fn direct_transmit(s: &mut crate::connection::Shared, now: Time) -> Vec<DirectJob> {
+    let mut jobs = Vec::new();
+    for (&id, slot) in &s.direct {
+        if !slot.direct || slot.queued.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            continue;
+        }
+        let Some(w) = slot.try_take() else {
+            continue;
+        };
+        let mut segments = Vec::new();
+        if s.conn.poll_transmit_vectored(id, now, BATCH, &mut segments) == 0 {
+            slot.put(w);
+            continue;
+        }
+        jobs.push(DirectJob {
+            slot: slot.clone(),
+            writer: Some(w),
+            segments,
+        });
+    }
+    jobs
+}
+
+/// Frames polled for one link by [`direct_transmit`], with its writer.
+pub(crate) struct DirectJob {
+    slot: Arc<WriterSlot>,
+    writer: Option<LinkWriter>,
+    segments: Vec<Bytes>,
+}
+
+impl DirectJob {
+    /// Writes what the socket takes now; the link's writer task finishes the rest (and
+    /// reports a failure).
+    pub(crate) fn run(mut self) {
+        if let Some(mut w) = self.writer.take() {
+            let done = matches!(
+                w.try_write_records(&self.segments, &engine_frame_len),
+                Ok(true)
+            );
+            self.slot.put(w);
+            if !done {
+                let _ = self.slot.cmds.send(WriterCmd::Flush);
+            }
+        }
+    }
+}
+
+impl Drop for DirectJob {
+    fn drop(&mut self) {
+        // Not run: the frames were polled, so they must still go out, in order.
+        if let Some(w) = self.writer.take() {
+            self.slot
+                .queued
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            self.slot.put(w);
+            let segments = std::mem::take(&mut self.segments);
+            let _ = self.slot.cmds.send(WriterCmd::Write(segments));
+        }
+    }
 }
 
 struct DriverLink {
     peer: String,
     writer: mpsc::UnboundedSender<WriterCmd>,
+    slot: Arc<WriterSlot>,
     reader_task: JoinHandle<()>,
     writer_task: JoinHandle<()>,
     queued: usize,
@@ -128,30 +235,49 @@ fn engine_frame_len(b: &[u8]) -> Option<usize> {
 
 async fn writer_task(
     id: LinkId,
-    mut w: LinkWriter,
+    slot: Arc<WriterSlot>,
     mut rx: mpsc::UnboundedReceiver<WriterCmd>,
     tx: mpsc::Sender<ToDriver>,
 ) {
     while let Some(cmd) = rx.recv().await {
-        match cmd {
-            WriterCmd::Write(buf) => match w.write_records(&buf, &engine_frame_len).await {
-                Ok(()) => {
-                    if tx.send(ToDriver::WriteDone(id, buf)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(ToDriver::WriteFailed(id, e.to_string())).await;
-                    return;
-                }
-            },
+        let r = match &cmd {
+            WriterCmd::Write(buf) => {
+                let mut w = slot.take().await;
+                let r = w.write_records(buf, &engine_frame_len).await;
+                slot.queued
+                    .fetch_sub(1, std::sync::atomic::Ordering::Release);
+                slot.put(w);
+                r
+            }
+            WriterCmd::Flush => {
+                let mut w = slot.take().await;
+                let r = w.flush_pending().await;
+                slot.put(w);
+                r
+            }
             WriterCmd::Close => break,
+        };
+        if let Err(e) = r {
+            let _ = tx.send(ToDriver::WriteFailed(id, e.to_string())).await;
+            return;
+        }
+        if let WriterCmd::Write(buf) = cmd {
+            if tx.send(ToDriver::WriteDone(id, buf)).await.is_err() {
+                break;
+            }
         }
     }
+    let mut w = slot.take().await;
     // Deliver whatever is still queued, then a clean end of the link.
-    while let Ok(WriterCmd::Write(buf)) = rx.try_recv() {
-        if w.write_segments(&buf).await.is_err() {
-            return;
+    loop {
+        match rx.try_recv() {
+            Ok(WriterCmd::Write(buf)) => {
+                if w.write_segments(&buf).await.is_err() {
+                    return;
+                }
+            }
+            Ok(WriterCmd::Flush) => {}
+            _ => break,
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
@@ -289,10 +415,19 @@ impl Driver {
                         peer,
                     } = new.link;
                     let (wtx, wrx) = mpsc::unbounded_channel();
+                    let recycle = new.spec.as_ref().and_then(|s| s.recycle());
+                    let slot = Arc::new(WriterSlot {
+                        writer: std::sync::Mutex::new(Some(writer)),
+                        back: tokio::sync::Notify::new(),
+                        cmds: wtx.clone(),
+                        queued: Default::default(),
+                        direct: recycle.is_none(),
+                    });
+                    s.direct.insert(id, slot.clone());
                     let reader_task =
                         tokio::spawn(reader_task(id, reader, inner.to_driver.clone()));
                     let writer_task =
-                        tokio::spawn(writer_task(id, writer, wrx, inner.to_driver.clone()));
+                        tokio::spawn(writer_task(id, slot.clone(), wrx, inner.to_driver.clone()));
                     tracing::info!(conn = %inner.id, link = %id, %peer, "link up");
                     let _ = inner.events.send(ConnectionEvent::LinkUp {
                         link: id,
@@ -304,12 +439,13 @@ impl Driver {
                         DriverLink {
                             peer,
                             writer: wtx,
+                            slot,
                             reader_task,
                             writer_task,
                             queued: 0,
                             spare: Vec::new(),
                             sent: 0,
-                            recycle: new.spec.as_ref().and_then(|s| s.recycle()),
+                            recycle,
                             ended: new.ended,
                             leaving: false,
                             quiet: false,
@@ -381,6 +517,9 @@ impl Driver {
                 }
                 l.sent += n as u64;
                 l.queued += 1;
+                l.slot
+                    .queued
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 if l.writer.send(WriterCmd::Write(buf)).is_err() {
                     break;
                 }
@@ -402,6 +541,7 @@ impl Driver {
             tracing::trace!(conn = %inner.id, "event {ev:?} (read waker: {})", s.read_waker.is_some());
             match ev {
                 Event::LinkDead { link, reason } => {
+                    s.direct.remove(&link);
                     let peer = s.links.remove(&link).map(|p| p.0).unwrap_or_default();
                     if let Some(mut l) = self.links.remove(&link) {
                         let why = format!("{reason:?}");
@@ -420,6 +560,7 @@ impl Driver {
                     }
                 }
                 Event::LinkClosed(link) => {
+                    s.direct.remove(&link);
                     let peer = s.links.remove(&link).map(|p| p.0).unwrap_or_default();
                     if let Some(l) = self.links.remove(&link) {
                         tracing::debug!(conn = %inner.id, %link, %peer, "link closed");
@@ -464,6 +605,7 @@ impl Driver {
             let e = crate::proto::agg::ConnectionError::LocalReset(0);
             self.inner.state.send_replace(ConnectionState::Failed(e));
         }
+        s.direct.clear();
         for (_, mut l) in self.links.drain() {
             l.end(LinkEnd::Removed);
             let _ = l.writer.send(WriterCmd::Close);

@@ -83,20 +83,20 @@ async fn corrupted_chunks_are_caught_both_ways_and_resent() {
     let mut cc = ClientConfig::new(key);
     cc.security = Security::Plaintext;
     cc.engine.crc = true;
+    // Only corrupting links: each carries plenty in the direction it corrupts.
     let specs = [
-        format!("tcp://{addr}").parse().unwrap(),
         format!("tcp://{up}").parse().unwrap(),
         format!("tcp://{down}").parse().unwrap(),
     ];
     let conn = connect(&specs, cc).await.unwrap();
     for _ in 0..500 {
-        if conn.handle().links().len() >= 3 {
+        if conn.handle().links().len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (mut r, mut w) = conn.into_split();
-    let len = 60_000_000;
+    let len = 20_000_000;
     let (sent, got) = tokio::time::timeout(Duration::from_secs(60), async {
         tokio::join!(write_stream(&mut w, 7, len), read_hash(&mut r))
     })
