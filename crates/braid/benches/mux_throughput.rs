@@ -520,7 +520,8 @@ fn main() {
         .skip(1)
         .filter(|a| ["idle", "bulk1", "bulk100", "open", "echo", "rtt"].contains(&a.as_str()))
         .collect();
-    // `MUX_BENCH_ONLY=braid|yamux`: run only that implementation in bulk1 (for profiling).
+    // `MUX_BENCH_ONLY=raw|braid|braid-chunks|yamux`: run only that contender in bulk1 and
+    // bulk100 (for profiling).
     let profile = std::env::var("MUX_BENCH_ONLY").ok();
     let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let dur = if quick {
@@ -549,7 +550,7 @@ fn main() {
         let rounds = if quick { 3 } else { 5 };
         let (mut raw, mut br, mut zc, mut ya) = (Runs::default(), Runs::default(), Runs::default(), Runs::default());
         for _ in 0..rounds {
-            if profile.is_none() {
+            if profile.is_none() || profile.as_deref() == Some("raw") {
                 raw.push(raw_tcp(1, dur).await.iter().sum(), dur);
             }
             if profile.is_none() || profile.as_deref() == Some("braid") {
@@ -609,7 +610,7 @@ fn main() {
         let (mut raw1, mut raw100, mut br, mut ya) = (Runs::default(), Runs::default(), Runs::default(), Runs::default());
         let (mut bfair, mut yfair) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            if profile.is_none() {
+            if profile.is_none() || profile.as_deref() == Some("raw") {
                 raw1.push(raw_tcp(1, dur).await.iter().sum(), dur);
                 // Right before braid: the ratio that matters most is taken back to back.
                 raw100.push(raw_tcp(100, dur).await.iter().sum(), dur);

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::io::IoSlice;
 
 use braid_proto::mux::{Chunks, FrameSink};
+use braid_proto::pool::BlockPool;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
@@ -22,6 +23,16 @@ use super::session::Shared;
 
 /// Read buffer size: large reads amortise syscalls; Data payloads are split out of it.
 const READ_CHUNK: usize = 256 * 1024;
+/// Spent read blocks tracked for reuse: their payload pieces wait in the streams' receive
+/// buffers until read, up to the session's window (128 MiB by default, 512 blocks).
+const READ_BLOCKS_TRACKED: usize = 512;
+/// Unused read blocks held after a burst (4 MiB at most): the driver reads up to `MAX_TURNS`
+/// blocks per poll and the readers then free them together; with fewer held, every poll
+/// allocated some anew (page faults, zeroing in the kernel).
+const READ_SPARE: usize = 16;
+/// Spent read blocks checked for reuse: a block holds the payloads of several streams and is
+/// free once the slowest of their readers has read; later ones often are free before it.
+const READ_SCAN: usize = 64;
 /// Bytes of frames gathered before a write.
 const WRITE_BATCH: usize = 256 * 1024;
 /// How long a closed session keeps reading for the peer's FIN.
@@ -68,6 +79,9 @@ pub(crate) struct Driver<T> {
     io: Pin<Box<T>>,
     shared: Arc<Shared>,
     read_buf: BytesMut,
+    /// Blocks the socket is read into: Data payloads are cut out of them and live on in the
+    /// streams' receive buffers; a block is reused once all its pieces were read.
+    read_blocks: BlockPool,
     write_buf: Output,
     read_closed: bool,
     needs_flush: bool,
@@ -83,7 +97,10 @@ impl<T: AsyncRead + AsyncWrite> Driver<T> {
         Driver {
             io: Box::pin(io),
             shared,
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            read_buf: BytesMut::new(),
+            read_blocks: BlockPool::new(READ_CHUNK, READ_BLOCKS_TRACKED)
+                .with_spare(READ_SPARE)
+                .with_scan(READ_SCAN),
             write_buf: if vectored {
                 Output::Vectored(Chunks::default())
             } else {
@@ -116,9 +133,7 @@ impl<T: AsyncRead + AsyncWrite> Driver<T> {
 
         // Read: never gated on the write side.
         if !self.read_closed {
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-                self.read_buf.reserve(READ_CHUNK);
-            }
+            self.read_blocks.refill(&mut self.read_buf, READ_CHUNK / 4);
             match poll_read_buf(self.io.as_mut(), cx, &mut self.read_buf) {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
