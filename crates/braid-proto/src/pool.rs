@@ -189,6 +189,41 @@ impl BlockPool {
         }
     }
 
+    /// Frees the unused spent blocks beyond the first `spare` unused ones, keeping the ones
+    /// still in use tracked; returns how many were freed.
+    ///
+    /// For owners that trim on a timer instead of at every [`take`](Self::take) (with a large
+    /// [`with_spare`](Self::with_spare)): a receiver whose readers free many blocks at once
+    /// would otherwise drop them at the next `take` and allocate them anew a moment later.
+    ///
+    /// ```
+    /// use braid_proto::pool::BlockPool;
+    ///
+    /// let mut pool = BlockPool::new(1024, 64).with_spare(64);
+    /// let mut blocks: Vec<_> = (0..10).map(|_| pool.take()).collect();
+    /// blocks[0].extend_from_slice(&[1; 1024]);
+    /// let busy = blocks[0].split().freeze();
+    /// for b in blocks {
+    ///     pool.give(b);
+    /// }
+    /// assert_eq!(pool.trim_unused(2), 7); // 9 unused, 2 kept; the busy one stays tracked
+    /// # drop(busy);
+    /// ```
+    pub fn trim_unused(&mut self, spare: usize) -> usize {
+        let block = self.block;
+        let mut unused = 0;
+        let before = self.spent.len();
+        self.spent.retain_mut(|b| {
+            if b.try_reclaim(block) {
+                unused += 1;
+                unused <= spare
+            } else {
+                true
+            }
+        });
+        before - self.spent.len()
+    }
+
     /// Copies `data` into a fresh block (or as many blocks as needed) and returns it frozen.
     pub fn copy(&mut self, data: &[u8]) -> Bytes {
         if data.len() > self.block {

@@ -26,10 +26,12 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Spent read blocks tracked for reuse: their payload pieces wait in the streams' receive
 /// buffers until read, up to the session's window (128 MiB by default, 512 blocks).
 const READ_BLOCKS_TRACKED: usize = 512;
-/// Unused read blocks held after a burst (4 MiB at most): the driver reads up to `MAX_TURNS`
-/// blocks per poll and the readers then free them together; with fewer held, every poll
-/// allocated some anew (page faults, zeroing in the kernel).
-const READ_SPARE: usize = 16;
+/// Unused read blocks kept when the pool is trimmed (4 MiB).
+const READ_SPARE: usize = 4 * 4;
+/// Unused read blocks are trimmed this long after a read, not at every block taken: readers
+/// free many blocks at once (a whole window's worth when one catches up), and blocks dropped
+/// then would be allocated anew a moment later (page faults, zeroing in the kernel).
+const READ_TRIM_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 /// Spent read blocks checked for reuse: a block holds the payloads of several streams and is
 /// free once the slowest of their readers has read; later ones often are free before it.
 const READ_SCAN: usize = 64;
@@ -82,6 +84,8 @@ pub(crate) struct Driver<T> {
     /// Blocks the socket is read into: Data payloads are cut out of them and live on in the
     /// streams' receive buffers; a block is reused once all its pieces were read.
     read_blocks: BlockPool,
+    /// When unused read blocks are trimmed next (armed by a read).
+    trim_at: Option<braid_proto::Time>,
     write_buf: Output,
     read_closed: bool,
     needs_flush: bool,
@@ -99,8 +103,9 @@ impl<T: AsyncRead + AsyncWrite> Driver<T> {
             shared,
             read_buf: BytesMut::new(),
             read_blocks: BlockPool::new(READ_CHUNK, READ_BLOCKS_TRACKED)
-                .with_spare(READ_SPARE)
+                .with_spare(READ_BLOCKS_TRACKED)
                 .with_scan(READ_SCAN),
+            trim_at: None,
             write_buf: if vectored {
                 Output::Vectored(Chunks::default())
             } else {
@@ -142,7 +147,12 @@ impl<T: AsyncRead + AsyncWrite> Driver<T> {
                     st.dispatch_events();
                     progress = true;
                 }
-                Poll::Ready(Ok(_)) => progress = true,
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    if self.trim_at.is_none() {
+                        self.trim_at = Some(self.shared.now() + READ_TRIM_AFTER);
+                    }
+                }
                 Poll::Ready(Err(e)) => {
                     self.fail_io(e);
                     return true;
@@ -174,7 +184,7 @@ impl<T: AsyncRead + AsyncWrite> Driver<T> {
             }
         }
         st.dispatch_events();
-        let deadline = st.conn.poll_timeout();
+        let mut deadline = st.conn.poll_timeout();
         let done = (st.conn.is_closed() || st.conn.is_drained() || self.read_closed)
             && !st.conn.wants_transmit();
         drop(st);
@@ -222,6 +232,14 @@ impl<T: AsyncRead + AsyncWrite> Driver<T> {
         }
 
         // Timer.
+        if let Some(t) = self.trim_at {
+            if t <= now {
+                self.trim_at = None;
+                self.read_blocks.trim_unused(READ_SPARE);
+            } else {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        }
         if deadline != self.timer_at {
             self.timer_at = deadline;
             if let Some(t) = deadline {
