@@ -595,11 +595,14 @@ fn main() {
         let (zc_e, _) = ratios(&zc.per_cpu, &raw.per_cpu);
         let (ya_e, _) = ratios(&ya.per_cpu, &raw.per_cpu);
         println!(
-            "Gbit per CPU-second (both ends), median of per-round ratios to raw: braid {:.0}% | braid zero-copy {:.0}% | yamux {:.0}% (raw {:.1})",
+            "Gbit per CPU-second (both ends), median of per-round ratios to raw: braid {:.0}% | braid zero-copy {:.0}% | yamux {:.0}% (medians: raw {:.1}, braid {:.1}, braid zero-copy {:.1}, yamux {:.1})",
             br_e * 100.0,
             zc_e * 100.0,
             ya_e * 100.0,
-            raw.efficiency()
+            raw.efficiency(),
+            br.efficiency(),
+            zc.efficiency(),
+            ya.efficiency()
         );
         }
 
@@ -663,11 +666,13 @@ fn main() {
         let (be, _) = ratios(&br.per_cpu, &raw100.per_cpu);
         let (ye, _) = ratios(&ya.per_cpu, &raw100.per_cpu);
         println!(
-            "Gbit per CPU-second (both ends), median of per-round ratios to 100 raw: braid {:.0}% | yamux {:.0}% (100 raw {:.1}, 1 raw {:.1})",
+            "Gbit per CPU-second (both ends), median of per-round ratios to 100 raw: braid {:.0}% | yamux {:.0}% (medians: 100 raw {:.1}, 1 raw {:.1}, braid {:.1}, yamux {:.1})",
             be * 100.0,
             ye * 100.0,
             raw100.efficiency(),
-            raw1.efficiency()
+            raw1.efficiency(),
+            br.efficiency(),
+            ya.efficiency()
         );
         }
 

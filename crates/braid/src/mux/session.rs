@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::StreamId;
-use super::driver::Driver;
+use super::driver::{Driver, Wire};
 use super::pool::BlockPool;
 use super::stream::Stream;
 
@@ -137,6 +137,8 @@ fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// The transport and the frames waiting for it; locked before `state` when both are.
+    wire: Mutex<Wire>,
     epoch: Instant,
     /// Blocks that large writes are copied into.
     pub(crate) blocks: Arc<BlockPool>,
@@ -147,6 +149,20 @@ impl Shared {
         // A panic while holding the lock cannot leave the state machine half-updated in a way
         // that matters more than losing the session; keep going with the inner value.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the transport (before the state if both are needed).
+    pub(crate) fn wire(&self) -> MutexGuard<'_, Wire> {
+        self.wire.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The transport if nobody holds it: for callers holding the state's lock.
+    pub(crate) fn try_wire(&self) -> Option<MutexGuard<'_, Wire>> {
+        match self.wire.try_lock() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(crate) fn now(&self) -> Time {
@@ -242,10 +258,11 @@ impl Session {
                 io_error: None,
                 driver_done: false,
             }),
+            wire: Mutex::new(Wire::new(io)),
             epoch,
             blocks: Arc::default(),
         });
-        tokio::spawn(Driver::new(io, shared.clone()));
+        tokio::spawn(Driver::new(shared.clone()));
         Session { shared }
     }
 

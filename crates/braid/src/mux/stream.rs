@@ -1,15 +1,17 @@
 //! One multiplexed stream: `AsyncRead + AsyncWrite` over the shared state machine.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use braid_proto::mux::StreamError;
+use braid_proto::mux::frame::HEADER_LEN;
+use braid_proto::mux::{FrameSink, StreamError};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::StreamId;
+use super::driver::{Output, Wire};
 use super::session::Shared;
 
 /// A bidirectional byte stream inside a [`Session`](super::Session).
@@ -34,7 +36,21 @@ pub struct Stream {
     /// Chunks `poll_read` takes under the lock and copies out after releasing it, and
     /// `poll_write` copies into outside the lock.
     chunks: Vec<Bytes>,
+    /// Frame headers of a direct write (kept: no allocation per write).
+    headers: Vec<[u8; HEADER_LEN]>,
+    /// Bytes written directly since this stream's task last yielded to the others.
+    direct_run: usize,
 }
+
+/// Bytes a stream writes directly before its task yields once, when other streams exist: a
+/// writer whose direct writes all succeed would otherwise run on for its whole task budget
+/// (tens of MiB) while the others wait, since the socket on loopback rarely pushes back.
+const DIRECT_QUANTUM: usize = 512 * 1024;
+
+/// Most bytes one direct write takes (more would only wait in the socket's buffer).
+const DIRECT_MAX: usize = 1024 * 1024;
+/// Frames per `writev` of a direct write (two slices each).
+const DIRECT_FRAMES: usize = 32;
 
 /// Reads and writes at least this large are copied outside the session's lock (smaller ones
 /// are copied under it: cheaper than locking twice, and no chunk list is kept).
@@ -55,6 +71,8 @@ impl Stream {
             shared,
             id,
             chunks: Vec::new(),
+            headers: Vec::new(),
+            direct_run: 0,
         }
     }
 
@@ -168,6 +186,100 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Writes the frames of a direct write (`self.headers`, each followed by its piece of
+    /// `data`) to the transport without waiting; whatever it does not take now is queued in
+    /// `wire.out` (the payload copied into pooled blocks) for the driver. Returns whether
+    /// everything went out (otherwise the driver must be woken: it writes the rest and
+    /// takes the transport's write readiness back, which this write's no-op waker replaced).
+    fn send_direct(&mut self, wire: &mut Wire, data: &[u8]) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let frame = |i: usize| {
+            let h = &self.headers[i];
+            u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize
+        };
+        let mut i = 0;
+        let mut at = 0;
+        // Bytes of frame `i` (header first) already written.
+        let mut done = 0;
+        let mut ok = true;
+        while i < self.headers.len() {
+            let mut slices = [IoSlice::new(&[]); 2 * DIRECT_FRAMES];
+            let mut k = 0;
+            let mut total = 0;
+            let mut p = at;
+            for j in i..self.headers.len().min(i + DIRECT_FRAMES) {
+                let len = frame(j);
+                slices[k] = IoSlice::new(&self.headers[j]);
+                slices[k + 1] = IoSlice::new(&data[p..p + len]);
+                k += 2;
+                total += HEADER_LEN + len;
+                p += len;
+            }
+            let n = match wire.io.as_mut().poll_write_vectored(&mut cx, &slices[..k]) {
+                Poll::Ready(Ok(n)) => n,
+                _ => 0,
+            };
+            wire.needs_flush |= n > 0;
+            // Advance past what was written.
+            let mut left = n;
+            while left > 0 {
+                let whole = HEADER_LEN + frame(i) - done;
+                if left >= whole {
+                    left -= whole;
+                    at += frame(i);
+                    i += 1;
+                    done = 0;
+                } else {
+                    done += left;
+                    left = 0;
+                }
+            }
+            if n < total {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            // The rest, in order, for the driver.
+            let Output::Vectored(out) = &mut wire.out else {
+                unreachable!("direct writes need a vectored transport")
+            };
+            while i < self.headers.len() {
+                let len = frame(i);
+                let h = self.headers[i];
+                let mut payload = &data[at..at + len];
+                if done < HEADER_LEN {
+                    if done == 0 {
+                        out.put_header(&h);
+                    } else {
+                        out.put_bytes(Bytes::copy_from_slice(&h[done..]));
+                    }
+                } else {
+                    payload = &payload[done - HEADER_LEN..];
+                }
+                self.shared.blocks.copy(payload, &mut self.chunks);
+                for b in self.chunks.drain(..) {
+                    out.put_bytes(b);
+                }
+                at += len;
+                i += 1;
+                done = 0;
+            }
+            out.finish();
+            wire.needs_flush = true;
+            return false;
+        }
+        if wire.needs_flush {
+            match wire.io.as_mut().poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => wire.needs_flush = false,
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
 impl AsyncRead for Stream {
     /// Large reads take the buffered payload chunks under the session's lock and copy them into
     /// `buf` after releasing it, so the copy runs in parallel with the driver.
@@ -220,6 +332,52 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let mut st = this.shared.lock();
+        if this.direct_run >= DIRECT_QUANTUM {
+            this.direct_run = 0;
+            if st.conn.stream_count() > 1 {
+                drop(st);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        if buf.len() >= COPY_OUTSIDE_LOCK {
+            // Straight to the transport when nothing waits before it there: no copy into
+            // the send buffer, no hop through the driver task. Never waits for the
+            // transport's lock while holding the state's (the driver takes them the other
+            // way round).
+            let shared = this.shared.clone();
+            if let Some(mut wire) = shared.try_wire() {
+                if !wire.closed && wire.out.is_empty() && matches!(wire.out, Output::Vectored(_)) {
+                    this.headers.clear();
+                    match st.conn.write_direct(
+                        this.id,
+                        buf.len().min(DIRECT_MAX),
+                        &mut this.headers,
+                    ) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            drop(st);
+                            this.direct_run += n;
+                            if !this.send_direct(&mut wire, &buf[..n]) {
+                                let mut st = this.shared.lock();
+                                if let Some(w) = st.driver.take() {
+                                    w.wake();
+                                }
+                            }
+                            return Poll::Ready(Ok(n));
+                        }
+                        Err(StreamError::Blocked) => {
+                            let w = st.wakers.entry(this.id).or_default();
+                            if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
+                                w.write = Some(cx.waker().clone());
+                            }
+                            return Poll::Pending;
+                        }
+                        Err(e) => return Poll::Ready(Err(to_io(e))),
+                    }
+                }
+            }
+        }
         let res = if buf.len() < COPY_OUTSIDE_LOCK {
             st.conn.write(this.id, buf)
         } else {
