@@ -622,6 +622,11 @@ fn main() {
                 let pairs = streams(&Kind::Braid, 100).await;
                 let per = bulk(pairs.client, pairs.server, dur).await;
                 br.push(per.iter().sum(), dur);
+                if std::env::var("MUX_BENCH_DEBUG").is_ok() {
+                    let mean = per.iter().sum::<u64>() as f64 / per.len() as f64;
+                    let v: Vec<String> = per.iter().map(|x| format!("{:.2}", *x as f64 / mean)).collect();
+                    eprintln!("per-stream share: {}", v.join(" "));
+                }
                 bfair.push(fairness(&per));
             }
             if profile.is_none() || profile.as_deref() == Some("yamux") {

@@ -188,7 +188,8 @@ impl Driver {
         }
 
         // Lock order: the wire, then the state.
-        let mut wire = shared.wire();
+        let mut wire_guard = shared.wire();
+        let wire = &mut *wire_guard;
         let mut st = self.shared.lock();
         if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             st.driver = Some(cx.waker().clone());
@@ -218,7 +219,6 @@ impl Driver {
         drop(st);
 
         // Write the batch.
-        let wire = &mut *wire;
         while !wire.out.is_empty() {
             let res = match &wire.out {
                 Output::Flat(b) => wire.io.as_mut().poll_write(cx, b),
@@ -260,8 +260,16 @@ impl Driver {
             }
         }
         let wire_idle = wire.out.is_empty() && !wire.needs_flush;
+        let out_empty = wire.out.is_empty();
         if done {
             wire.closed = true;
+        }
+        drop(wire_guard);
+        if out_empty {
+            let mut st = self.shared.lock();
+            if !st.wire_waiters.is_empty() {
+                st.wake_wire_waiters();
+            }
         }
 
         // Timer.

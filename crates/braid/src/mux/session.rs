@@ -41,6 +41,10 @@ pub enum SessionError {
 pub(crate) struct StreamWakers {
     pub(crate) read: Option<Waker>,
     pub(crate) write: Option<Waker>,
+    /// In `State::wire_waiters`.
+    pub(crate) wire_queued: bool,
+    /// Woken from `wire_waiters`: may write directly although others still wait.
+    pub(crate) wire_pass: bool,
 }
 
 /// Everything behind the lock.
@@ -48,6 +52,8 @@ pub(crate) struct State {
     pub(crate) conn: Connection,
     pub(crate) wakers: HashMap<StreamId, StreamWakers>,
     pub(crate) driver: Option<Waker>,
+    /// Streams waiting to write directly to the transport, in order (see `Stream::poll_write`).
+    pub(crate) wire_waiters: VecDeque<StreamId>,
     accept_wakers: Vec<Waker>,
     open_wakers: Vec<Waker>,
     ping_wakers: Vec<Waker>,
@@ -99,6 +105,48 @@ impl State {
         }
     }
 
+    /// The transport is free: wakes the next streams waiting to write to it directly (two, so
+    /// that one whose task no longer polls its write cannot hold up the others; the one that
+    /// finds the transport taken waits again).
+    pub(crate) fn wake_wire_waiters(&mut self) {
+        let mut woken = 0;
+        while woken < 2 {
+            let Some(id) = self.wire_waiters.pop_front() else {
+                return;
+            };
+            let Some(w) = self.wakers.get_mut(&id) else {
+                continue;
+            };
+            if !w.wire_queued {
+                continue;
+            }
+            w.wire_queued = false;
+            if let Some(waker) = w.write.take() {
+                w.wire_pass = true;
+                waker.wake();
+                woken += 1;
+            }
+        }
+    }
+
+    /// Queues stream `id` to write directly once the transport is free, woken through `cx`;
+    /// at the front if it was woken from the queue and found the transport taken again (it
+    /// keeps its place in line).
+    pub(crate) fn wait_for_wire(&mut self, id: StreamId, cx: &Context<'_>, front: bool) {
+        let w = self.wakers.entry(id).or_default();
+        if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
+            w.write = Some(cx.waker().clone());
+        }
+        if !w.wire_queued {
+            w.wire_queued = true;
+            if front {
+                self.wire_waiters.push_front(id);
+            } else {
+                self.wire_waiters.push_back(id);
+            }
+        }
+    }
+
     pub(crate) fn wake_everyone(&mut self) {
         wake_all(&mut self.accept_wakers);
         wake_all(&mut self.open_wakers);
@@ -142,6 +190,8 @@ pub(crate) struct Shared {
     epoch: Instant,
     /// Blocks that large writes are copied into.
     pub(crate) blocks: Arc<BlockPool>,
+    /// The transport writes vectored: large writes go to it directly.
+    pub(crate) vectored: bool,
 }
 
 impl Shared {
@@ -249,6 +299,7 @@ impl Session {
                 conn,
                 wakers: HashMap::new(),
                 driver: None,
+                wire_waiters: VecDeque::new(),
                 accept_wakers: Vec::new(),
                 open_wakers: Vec::new(),
                 ping_wakers: Vec::new(),
@@ -258,6 +309,7 @@ impl Session {
                 io_error: None,
                 driver_done: false,
             }),
+            vectored: io.is_write_vectored(),
             wire: Mutex::new(Wire::new(io)),
             epoch,
             blocks: Arc::default(),

@@ -49,6 +49,8 @@ const DIRECT_QUANTUM: usize = 512 * 1024;
 
 /// Most bytes one direct write takes (more would only wait in the socket's buffer).
 const DIRECT_MAX: usize = 1024 * 1024;
+/// Most bytes one direct write takes while other streams wait for the transport.
+const DIRECT_TURN: usize = braid_proto::mux::INITIAL_WINDOW as usize / 2;
 /// Frames per `writev` of a direct write (two slices each).
 const DIRECT_FRAMES: usize = 32;
 
@@ -340,33 +342,70 @@ impl AsyncWrite for Stream {
                 return Poll::Pending;
             }
         }
-        if buf.len() >= COPY_OUTSIDE_LOCK {
-            // Straight to the transport when nothing waits before it there: no copy into
-            // the send buffer, no hop through the driver task. Never waits for the
-            // transport's lock while holding the state's (the driver takes them the other
-            // way round).
+        if buf.len() >= COPY_OUTSIDE_LOCK && this.shared.vectored {
+            // Straight to the transport: no copy into the send buffer, no hop through the
+            // driver task. Streams take turns at it, as at a socket: one that finds it taken
+            // (or frames still waiting for it) waits in line and is woken when it is free.
+            // Never waits for the transport's lock while holding the state's (the driver
+            // takes them the other way round).
+            let pass = st.wakers.get_mut(&this.id).is_some_and(|w| {
+                let p = w.wire_pass;
+                w.wire_pass = false;
+                p
+            });
             let shared = this.shared.clone();
-            if let Some(mut wire) = shared.try_wire() {
-                if !wire.closed && wire.out.is_empty() && matches!(wire.out, Output::Vectored(_)) {
+            let wire = if pass || st.wire_waiters.is_empty() {
+                shared.try_wire()
+            } else {
+                None
+            };
+            match wire {
+                Some(w) if w.closed => {
+                    drop(w);
+                    if pass {
+                        st.wake_wire_waiters();
+                    }
+                }
+                Some(mut wire) if wire.out.is_empty() => {
                     this.headers.clear();
-                    match st.conn.write_direct(
-                        this.id,
-                        buf.len().min(DIRECT_MAX),
-                        &mut this.headers,
-                    ) {
-                        Ok(0) => {}
+                    // While others wait, a turn is half the initial window: every stream
+                    // then has credit left for its next turn, whatever its window grew to
+                    // (a stream that used its whole window in one turn would miss the next
+                    // waiting for the window update, and get half the share of the others).
+                    let turn = if st.wire_waiters.is_empty() {
+                        DIRECT_MAX
+                    } else {
+                        DIRECT_TURN
+                    };
+                    match st
+                        .conn
+                        .write_direct(this.id, buf.len().min(turn), &mut this.headers)
+                    {
+                        Ok(0) => {
+                            // Data queued before: this write queues behind it.
+                            if pass {
+                                st.wake_wire_waiters();
+                            }
+                        }
                         Ok(n) => {
                             drop(st);
                             this.direct_run += n;
-                            if !this.send_direct(&mut wire, &buf[..n]) {
-                                let mut st = this.shared.lock();
-                                if let Some(w) = st.driver.take() {
-                                    w.wake();
-                                }
+                            let all = this.send_direct(&mut wire, &buf[..n]);
+                            drop(wire);
+                            let mut st = this.shared.lock();
+                            if all {
+                                st.wake_wire_waiters();
+                            } else if let Some(w) = st.driver.take() {
+                                // It writes the rest, then wakes the waiters.
+                                w.wake();
                             }
                             return Poll::Ready(Ok(n));
                         }
                         Err(StreamError::Blocked) => {
+                            drop(wire);
+                            if pass {
+                                st.wake_wire_waiters();
+                            }
                             let w = st.wakers.entry(this.id).or_default();
                             if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
                                 w.write = Some(cx.waker().clone());
@@ -374,6 +413,17 @@ impl AsyncWrite for Stream {
                             return Poll::Pending;
                         }
                         Err(e) => return Poll::Ready(Err(to_io(e))),
+                    }
+                }
+                _ => {
+                    if st.conn.write_room(this.id).is_ok() {
+                        st.wait_for_wire(this.id, cx, pass);
+                        return Poll::Pending;
+                    }
+                    // No room (the waker is registered for it below) or an error: the turn
+                    // goes on to the next in line.
+                    if pass {
+                        st.wake_wire_waiters();
                     }
                 }
             }
@@ -445,7 +495,9 @@ impl AsyncWrite for Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
-        st.wakers.remove(&self.id);
+        if st.wakers.remove(&self.id).is_some_and(|w| w.wire_pass) {
+            st.wake_wire_waiters();
+        }
         st.conn.release(self.id);
         // Always: the last stream gone may let a draining session end.
         if let Some(w) = st.driver.take() {
