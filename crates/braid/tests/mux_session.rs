@@ -529,3 +529,58 @@ async fn large_writes_over_a_choppy_transport_arrive_intact_and_in_order() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_waiting_for_the_transport_survive_cancelled_writes() {
+    within(120, async {
+        // Many large writers take turns at the transport; some give up waiting (a write
+        // cancelled by a timeout) right when their turn comes. The others must not wait for
+        // them, and every byte still arrives once and in order.
+        let (client, server) = pair_with(config(), config()).await;
+        tokio::spawn(async move {
+            while let Some(mut st) = server.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(&mut st);
+                    tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    w.shutdown().await.unwrap();
+                });
+            }
+        });
+        let mut tasks = Vec::new();
+        for i in 0..24u64 {
+            let st = client.open().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let data = payload(i, 3 * 1024 * 1024);
+                let (mut r, mut w) = tokio::io::split(st);
+                let d = data.clone();
+                let writer = tokio::spawn(async move {
+                    let mut at = 0;
+                    let mut k = 0u64;
+                    while at < d.len() {
+                        let end = (at + 200_000).min(d.len());
+                        k += 1;
+                        if (k + i) % 3 == 0 {
+                            // Written in full or not at all: a cancelled `write` took nothing.
+                            let t = Duration::from_micros(20 + 37 * (k % 7));
+                            if let Ok(n) = tokio::time::timeout(t, w.write(&d[at..end])).await {
+                                at += n.unwrap();
+                            }
+                        } else {
+                            at += w.write(&d[at..end]).await.unwrap();
+                        }
+                    }
+                    w.shutdown().await.unwrap();
+                    w
+                });
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                assert!(got == data, "stream {i} corrupted");
+                writer.await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await;
+}
