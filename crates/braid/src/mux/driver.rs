@@ -4,6 +4,11 @@
 //! are answered and window updates arrive), feed it to the state machine, fire timers, fill
 //! one output buffer with a batch of frames and write it with as few calls as the socket
 //! allows. Nothing is decided here that the state machine could decide.
+//!
+//! Socket reads go into pooled blocks (payloads are cut out of them without copying and the
+//! block is reused once all were read). Large stream writes bypass the driver: see
+//! `Stream::poll_write`; the driver writes what they leave over first, and wakes the streams
+//! waiting for the transport when its output is empty.
 
 use std::future::Future;
 use std::pin::Pin;
