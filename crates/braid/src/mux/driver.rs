@@ -40,6 +40,9 @@ const READ_TRIM_AFTER: std::time::Duration = std::time::Duration::from_millis(25
 /// Spent read blocks checked for reuse: a block holds the payloads of several streams and is
 /// free once the slowest of their readers has read; later ones often are free before it.
 const READ_SCAN: usize = 64;
+/// While streams wait for the transport, the driver's turns come at least this often (each
+/// wakes the next waiting stream).
+const WIRE_RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
 /// Bytes of frames gathered before a write.
 const WRITE_BATCH: usize = 256 * 1024;
 /// How long a closed session keeps reading for the peer's FIN.
@@ -274,6 +277,10 @@ impl Driver {
             let mut st = self.shared.lock();
             if !st.wire_waiters.is_empty() {
                 st.wake_wire_waiters();
+                // Come back soon even if nothing else happens: a woken stream whose task no
+                // longer polls would hold up the others.
+                let t = now + WIRE_RECHECK;
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
         }
 

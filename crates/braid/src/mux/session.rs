@@ -105,12 +105,13 @@ impl State {
         }
     }
 
-    /// The transport is free: wakes the next streams waiting to write to it directly (two, so
-    /// that one whose task no longer polls its write cannot hold up the others; the one that
-    /// finds the transport taken waits again).
+    /// The transport is free: wakes the next stream waiting to write to it directly. A woken
+    /// stream that does not write hands the turn on; one whose task stopped polling (a write
+    /// cancelled right then) holds the others up until the driver's next turn, which comes
+    /// within `WIRE_RECHECK` while streams wait.
     pub(crate) fn wake_wire_waiters(&mut self) {
         let mut woken = 0;
-        while woken < 2 {
+        while woken < 1 {
             let Some(id) = self.wire_waiters.pop_front() else {
                 return;
             };
