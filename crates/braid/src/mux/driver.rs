@@ -71,6 +71,11 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
+    /// Whether frames go out with vectored writes (and so large writes can go directly).
+    pub(crate) fn is_vectored(&self) -> bool {
+        matches!(self.out, Output::Vectored(_))
+    }
+
     pub(crate) fn new<T: AsyncRead + AsyncWrite + Send + 'static>(io: T) -> Self {
         let vectored = io.is_write_vectored();
         Wire {

@@ -294,6 +294,7 @@ impl Session {
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let epoch = Instant::now();
+        let wire = Wire::new(io);
         let conn = Connection::new(side, config, Time::ZERO);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -310,8 +311,8 @@ impl Session {
                 io_error: None,
                 driver_done: false,
             }),
-            vectored: io.is_write_vectored(),
-            wire: Mutex::new(Wire::new(io)),
+            vectored: wire.is_vectored(),
+            wire: Mutex::new(wire),
             epoch,
             blocks: Arc::default(),
         });
