@@ -32,6 +32,10 @@ use bytes::{Bytes, BytesMut};
 pub struct BlockPool {
     block: usize,
     keep: usize,
+    /// Unused blocks held when a burst is over (see [`with_spare`](Self::with_spare)).
+    spare: usize,
+    /// Spent blocks checked for reuse by `take` (see [`with_scan`](Self::with_scan)).
+    scan: usize,
     spent: VecDeque<BytesMut>,
 }
 
@@ -41,8 +45,55 @@ impl BlockPool {
         BlockPool {
             block,
             keep: keep.max(1),
+            spare: 1,
+            scan: 1,
             spent: VecDeque::new(),
         }
+    }
+
+    /// Lets `take` reuse any of the `scan` oldest spent blocks that is free, not only the
+    /// oldest one.
+    ///
+    /// For receivers whose pieces are dropped out of order: a block cut into the payloads of
+    /// many streams is free only once the slowest of their readers has read, and meanwhile
+    /// the blocks after it may already be free. Checking one is an atomic load.
+    ///
+    /// ```
+    /// use braid_proto::pool::BlockPool;
+    ///
+    /// let mut pool = BlockPool::new(1024, 64).with_scan(16);
+    /// let mut a = pool.take();
+    /// a.extend_from_slice(&[1; 1024]);
+    /// let slow = a.split().freeze(); // still being read
+    /// pool.give(a);
+    /// let mut b = pool.take();
+    /// let ptr = b.as_ptr();
+    /// b.extend_from_slice(&[2; 1024]);
+    /// drop(b.split().freeze()); // read at once
+    /// pool.give(b);
+    /// assert_eq!(pool.take().as_ptr(), ptr, "the second block is reused");
+    /// # drop(slow);
+    /// ```
+    pub fn with_scan(mut self, scan: usize) -> Self {
+        self.scan = scan.max(1);
+        self
+    }
+
+    /// Holds up to `spare` unused blocks after a burst instead of one (bounded by `keep`).
+    ///
+    /// A receiver whose application drains several blocks at once frees them together; with
+    /// one held, the next blocks are fresh allocations again (page faults, zeroing in the
+    /// kernel). Idle memory is then up to `spare` blocks.
+    ///
+    /// ```
+    /// use braid_proto::pool::BlockPool;
+    ///
+    /// let pool = BlockPool::new(1024, 64).with_spare(8);
+    /// assert_eq!(pool.block_size(), 1024);
+    /// ```
+    pub fn with_spare(mut self, spare: usize) -> Self {
+        self.spare = spare.max(1);
+        self
     }
 
     /// The block size.
@@ -50,15 +101,26 @@ impl BlockPool {
         self.block
     }
 
-    /// An empty buffer with room for at least one block: the oldest spent block if nothing
-    /// refers to it any more, else a new allocation.
+    /// An empty buffer with room for at least one block: the oldest spent block nothing
+    /// refers to any more (of the first [`with_scan`](Self::with_scan) ones, default one),
+    /// else a new allocation.
     pub fn take(&mut self) -> BytesMut {
         let block = self.block;
-        if self.spent.front_mut().is_some_and(|b| b.try_reclaim(block)) {
-            let mut out = self.spent.pop_front().unwrap_or_default();
-            // A burst is over when several spent blocks are free at once: hold on to one.
-            while self.spent.len() >= 2
-                && self.spent.iter_mut().take(2).all(|b| b.try_reclaim(block))
+        let free = self
+            .spent
+            .iter_mut()
+            .take(self.scan)
+            .position(|b| b.try_reclaim(block));
+        if let Some(i) = free {
+            let mut out = self.spent.remove(i).unwrap_or_default();
+            // A burst is over when several spent blocks are free at once: hold on to `spare`.
+            let spare = self.spare;
+            while self.spent.len() > spare
+                && self
+                    .spent
+                    .iter_mut()
+                    .take(spare + 1)
+                    .all(|b| b.try_reclaim(block))
             {
                 self.spent.pop_front();
             }
@@ -72,6 +134,12 @@ impl BlockPool {
     /// be alive). Any bytes still in `spent` are discarded.
     pub fn give(&mut self, mut spent: BytesMut) {
         spent.clear();
+        if spent.capacity() == 0 && spent.as_ptr() == std::ptr::NonNull::<u8>::dangling().as_ptr() {
+            // Never allocated (`BytesMut::new()`, e.g. a buffer's initial value handed over by
+            // `refill`): it can never be reclaimed, and at the front of the queue it would
+            // keep every block behind it from being reused.
+            return;
+        }
         if spent.capacity() > self.block {
             // Not one of ours (or grown): keep only standard blocks.
             return;
@@ -82,11 +150,78 @@ impl BlockPool {
         self.spent.push_back(spent);
     }
 
+    /// Makes room for at least `min` more bytes at the end of `buf`, never by `reserve` on a
+    /// block whose earlier pieces are still alive (that allocates anew and copies whatever is
+    /// still in it): the bytes still in `buf` (usually a partial frame header) move to a block
+    /// from the pool, and the spent handle is given back. Requests larger than a block fall
+    /// back to `reserve`.
+    ///
+    /// ```
+    /// use braid_proto::pool::BlockPool;
+    ///
+    /// let mut pool = BlockPool::new(1024, 8);
+    /// let mut buf = pool.take();
+    /// buf.extend_from_slice(&[1; 1000]);
+    /// let piece = buf.split_to(990).freeze(); // lives on elsewhere
+    /// pool.refill(&mut buf, 256);
+    /// assert_eq!(&buf[..], &[1; 10]);
+    /// assert!(buf.capacity() - buf.len() >= 256);
+    /// # drop(piece);
+    /// ```
+    pub fn refill(&mut self, buf: &mut BytesMut, min: usize) {
+        if buf.capacity() - buf.len() >= min {
+            return;
+        }
+        if buf.len() + min > self.block {
+            buf.reserve(min);
+            return;
+        }
+        let mut fresh = self.take();
+        fresh.extend_from_slice(buf);
+        let old = std::mem::replace(buf, fresh);
+        self.give(old);
+    }
+
     /// Drops every spent block but `n` (call when a burst is over).
     pub fn trim(&mut self, n: usize) {
         while self.spent.len() > n {
             self.spent.pop_front();
         }
+    }
+
+    /// Frees the unused spent blocks beyond the first `spare` unused ones, keeping the ones
+    /// still in use tracked; returns how many were freed.
+    ///
+    /// For owners that trim on a timer instead of at every [`take`](Self::take) (with a large
+    /// [`with_spare`](Self::with_spare)): a receiver whose readers free many blocks at once
+    /// would otherwise drop them at the next `take` and allocate them anew a moment later.
+    ///
+    /// ```
+    /// use braid_proto::pool::BlockPool;
+    ///
+    /// let mut pool = BlockPool::new(1024, 64).with_spare(64);
+    /// let mut blocks: Vec<_> = (0..10).map(|_| pool.take()).collect();
+    /// blocks[0].extend_from_slice(&[1; 1024]);
+    /// let busy = blocks[0].split().freeze();
+    /// for b in blocks {
+    ///     pool.give(b);
+    /// }
+    /// assert_eq!(pool.trim_unused(2), 7); // 9 unused, 2 kept; the busy one stays tracked
+    /// # drop(busy);
+    /// ```
+    pub fn trim_unused(&mut self, spare: usize) -> usize {
+        let block = self.block;
+        let mut unused = 0;
+        let before = self.spent.len();
+        self.spent.retain_mut(|b| {
+            if b.try_reclaim(block) {
+                unused += 1;
+                unused <= spare
+            } else {
+                true
+            }
+        });
+        before - self.spent.len()
     }
 
     /// Copies `data` into a fresh block (or as many blocks as needed) and returns it frozen.
@@ -186,6 +321,20 @@ mod tests {
         let e = s.copy(&[5; 60]);
         assert_eq!((d.len(), e.len()), (40, 60));
         assert!(c.iter().all(|&x| x == 3) && e.iter().all(|&x| x == 5));
+    }
+
+    #[test]
+    fn an_unallocated_buffer_does_not_block_reuse() {
+        let mut pool = BlockPool::new(4096, 8);
+        let mut buf = BytesMut::new();
+        for _ in 0..100 {
+            pool.refill(&mut buf, 1024);
+            // Every spent block was reclaimed by the next `take`.
+            assert!(pool.spent.len() <= 1, "{} blocks in use", pool.spent.len());
+            let n = buf.capacity() - buf.len();
+            buf.extend_from_slice(&vec![0; n]);
+            drop(buf.split_to(n - 3).freeze());
+        }
     }
 
     #[test]

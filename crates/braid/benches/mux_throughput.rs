@@ -273,6 +273,19 @@ impl Runs {
     }
 }
 
+/// Median of per-round ratios `a[i] / b[i]`, and the ratios themselves (rounds where both were
+/// measured): each round measures the baseline right before the contender, so the ratio of one
+/// round is steadier than the ratio of two medians on a noisy machine.
+fn ratios(a: &[f64], b: &[f64]) -> (f64, Vec<f64>) {
+    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    (median(&mut r.clone()), r)
+}
+
+fn pct(r: &[f64]) -> String {
+    let v: Vec<String> = r.iter().map(|x| format!("{:.0}%", x * 100.0)).collect();
+    v.join(" ")
+}
+
 fn gbit(bytes: u64, dur: Duration) -> f64 {
     bytes as f64 * 8.0 / dur.as_secs_f64() / 1e9
 }
@@ -507,7 +520,8 @@ fn main() {
         .skip(1)
         .filter(|a| ["idle", "bulk1", "bulk100", "open", "echo", "rtt"].contains(&a.as_str()))
         .collect();
-    // `MUX_BENCH_ONLY=braid|yamux`: run only that implementation in bulk1 (for profiling).
+    // `MUX_BENCH_ONLY=raw|braid|braid-chunks|yamux`: run only that contender in bulk1 and
+    // bulk100 (for profiling).
     let profile = std::env::var("MUX_BENCH_ONLY").ok();
     let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let dur = if quick {
@@ -536,7 +550,7 @@ fn main() {
         let rounds = if quick { 3 } else { 5 };
         let (mut raw, mut br, mut zc, mut ya) = (Runs::default(), Runs::default(), Runs::default(), Runs::default());
         for _ in 0..rounds {
-            if profile.is_none() {
+            if profile.is_none() || profile.as_deref() == Some("raw") {
                 raw.push(raw_tcp(1, dur).await.iter().sum(), dur);
             }
             if profile.is_none() || profile.as_deref() == Some("braid") {
@@ -556,41 +570,63 @@ fn main() {
             raw.gbit, br.gbit, zc.gbit, ya.gbit
         );
         let (raw_g, br_g, zc_g, ya_g) = (raw.median(), br.median(), zc.median(), ya.median());
+        let (br_r, br_rs) = ratios(&br.gbit, &raw.gbit);
+        let (zc_r, zc_rs) = ratios(&zc.gbit, &raw.gbit);
+        let (ya_r, ya_rs) = ratios(&ya.gbit, &raw.gbit);
+        let (by_r, by_rs) = ratios(&br.gbit, &ya.gbit);
         println!(
-            "raw TCP {raw_g:.2} Gbit/s | braid {br_g:.2} Gbit/s ({:.0}% of raw) | yamux {ya_g:.2} Gbit/s ({:.0}% of raw) | braid/yamux {:.2}x",
-            br_g / raw_g * 100.0,
-            ya_g / raw_g * 100.0,
-            br_g / ya_g
+            "medians: raw TCP {raw_g:.2} Gbit/s | braid {br_g:.2} | braid zero-copy {zc_g:.2} | yamux {ya_g:.2}"
         );
         println!(
-            "braid zero-copy API (write_chunk/read_chunk) {zc_g:.2} Gbit/s ({:.0}% of raw, {:.2}x yamux)",
-            zc_g / raw_g * 100.0,
-            zc_g / ya_g
+            "braid AsyncRead/AsyncWrite: {:.0}% of raw TCP (median of per-round ratios: {}) | {:.2}x yamux ({})",
+            br_r * 100.0,
+            pct(&br_rs),
+            by_r,
+            by_rs.iter().map(|x| format!("{x:.2}x")).collect::<Vec<_>>().join(" ")
         );
-        let (raw_e, br_e, zc_e, ya_e) = (raw.efficiency(), br.efficiency(), zc.efficiency(), ya.efficiency());
         println!(
-            "Gbit per CPU-second (both ends): raw {raw_e:.1} | braid {br_e:.1} ({:.0}% of raw) | braid zero-copy {zc_e:.1} ({:.0}%) | yamux {ya_e:.1} ({:.0}%)",
-            br_e / raw_e * 100.0,
-            zc_e / raw_e * 100.0,
-            ya_e / raw_e * 100.0
+            "braid zero-copy API (write_chunk/read_chunk): {:.0}% of raw TCP ({}) | yamux {:.0}% of raw TCP ({})",
+            zc_r * 100.0,
+            pct(&zc_rs),
+            ya_r * 100.0,
+            pct(&ya_rs)
+        );
+        let (br_e, _) = ratios(&br.per_cpu, &raw.per_cpu);
+        let (zc_e, _) = ratios(&zc.per_cpu, &raw.per_cpu);
+        let (ya_e, _) = ratios(&ya.per_cpu, &raw.per_cpu);
+        println!(
+            "Gbit per CPU-second (both ends), median of per-round ratios to raw: braid {:.0}% | braid zero-copy {:.0}% | yamux {:.0}% (medians: raw {:.1}, braid {:.1}, braid zero-copy {:.1}, yamux {:.1})",
+            br_e * 100.0,
+            zc_e * 100.0,
+            ya_e * 100.0,
+            raw.efficiency(),
+            br.efficiency(),
+            zc.efficiency(),
+            ya.efficiency()
         );
         }
 
         if run("bulk100") {
         println!("\n## 100 concurrent bulk streams, one session (median of interleaved rounds)");
         println!("baselines: 1 raw TCP connection, and 100 raw TCP connections at once");
-        let rounds = 3;
+        let rounds = if quick { 3 } else { 5 };
         let (mut raw1, mut raw100, mut br, mut ya) = (Runs::default(), Runs::default(), Runs::default(), Runs::default());
         let (mut bfair, mut yfair) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            if profile.is_none() {
+            if profile.is_none() || profile.as_deref() == Some("raw") {
                 raw1.push(raw_tcp(1, dur).await.iter().sum(), dur);
+                // Right before braid: the ratio that matters most is taken back to back.
                 raw100.push(raw_tcp(100, dur).await.iter().sum(), dur);
             }
             if profile.is_none() || profile.as_deref() == Some("braid") {
                 let pairs = streams(&Kind::Braid, 100).await;
                 let per = bulk(pairs.client, pairs.server, dur).await;
                 br.push(per.iter().sum(), dur);
+                if std::env::var("MUX_BENCH_DEBUG").is_ok() {
+                    let mean = per.iter().sum::<u64>() as f64 / per.len() as f64;
+                    let v: Vec<String> = per.iter().map(|x| format!("{:.2}", *x as f64 / mean)).collect();
+                    eprintln!("per-stream share: {}", v.join(" "));
+                }
                 bfair.push(fairness(&per));
             }
             if profile.is_none() || profile.as_deref() == Some("yamux") {
@@ -612,22 +648,36 @@ fn main() {
             )
         };
         let ((bmin, bmax), (ymin, ymax)) = (worst(&bfair), worst(&yfair));
+        let (b100, b100s) = ratios(&br.gbit, &raw100.gbit);
+        let (b1, b1s) = ratios(&br.gbit, &raw1.gbit);
+        let (y100, y100s) = ratios(&ya.gbit, &raw100.gbit);
+        let (by, bys) = ratios(&br.gbit, &ya.gbit);
         println!(
-            "braid {br_g:.2} Gbit/s ({:.0}% of 1 raw TCP at {raw1_g:.2}, {:.0}% of 100 raw TCP at {raw100_g:.2}), per-stream min/max of mean (worst round) {bmin:.2}/{bmax:.2}",
-            br_g / raw1_g * 100.0,
-            br_g / raw100_g * 100.0
+            "medians: 1 raw TCP {raw1_g:.2} Gbit/s | 100 raw TCP {raw100_g:.2} | braid {br_g:.2} | yamux {ya_g:.2}"
         );
         println!(
-            "yamux {ya_g:.2} Gbit/s ({:.0}% of 1 raw TCP, {:.0}% of 100 raw TCP), per-stream min/max of mean (worst round) {ymin:.2}/{ymax:.2} | braid/yamux {:.2}x",
-            ya_g / raw1_g * 100.0,
-            ya_g / raw100_g * 100.0,
-            br_g / ya_g
+            "braid: {:.0}% of 100 raw TCP (median of per-round ratios: {}) | {:.0}% of 1 raw TCP ({}) | per-stream min/max of mean (worst round) {bmin:.2}/{bmax:.2}",
+            b100 * 100.0,
+            pct(&b100s),
+            b1 * 100.0,
+            pct(&b1s)
         );
-        let (r1e, r100e, be, ye) = (raw1.efficiency(), raw100.efficiency(), br.efficiency(), ya.efficiency());
         println!(
-            "Gbit per CPU-second (both ends): 1 raw {r1e:.1} | 100 raw {r100e:.1} | braid {be:.1} ({:.0}% of 1 raw, {:.0}% of 100 raw) | yamux {ye:.1}",
-            be / r1e * 100.0,
-            be / r100e * 100.0
+            "yamux: {:.0}% of 100 raw TCP ({}) | per-stream min/max of mean (worst round) {ymin:.2}/{ymax:.2} | braid/yamux {by:.2}x ({})",
+            y100 * 100.0,
+            pct(&y100s),
+            bys.iter().map(|x| format!("{x:.2}x")).collect::<Vec<_>>().join(" ")
+        );
+        let (be, _) = ratios(&br.per_cpu, &raw100.per_cpu);
+        let (ye, _) = ratios(&ya.per_cpu, &raw100.per_cpu);
+        println!(
+            "Gbit per CPU-second (both ends), median of per-round ratios to 100 raw: braid {:.0}% | yamux {:.0}% (medians: 100 raw {:.1}, 1 raw {:.1}, braid {:.1}, yamux {:.1})",
+            be * 100.0,
+            ye * 100.0,
+            raw100.efficiency(),
+            raw1.efficiency(),
+            br.efficiency(),
+            ya.efficiency()
         );
         }
 

@@ -618,23 +618,6 @@ pub struct LinkReader {
 /// Spent read blocks tracked for reuse: enough for a full 16 MiB receive window.
 const READ_BLOCKS_TRACKED: usize = 96;
 
-/// Makes room for at least `min` more bytes in `buf`, whose earlier bytes were handed out as
-/// pieces: moves what is left (a partial record) to a block from `pool` instead of growing a
-/// shared buffer (which allocates and copies every time).
-fn refill(buf: &mut BytesMut, pool: &mut BlockPool, min: usize) {
-    if buf.capacity() - buf.len() >= min {
-        return;
-    }
-    if buf.len() + min > pool.block_size() {
-        buf.reserve(min);
-        return;
-    }
-    let mut fresh = pool.take();
-    fresh.extend_from_slice(buf);
-    let old = std::mem::replace(buf, fresh);
-    pool.give(old);
-}
-
 impl std::fmt::Debug for LinkReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkReader")
@@ -728,7 +711,7 @@ impl LinkReader {
                     if self.plain.is_empty() && whole(&msg) == msg.len() {
                         return Ok(Some(msg));
                     }
-                    refill(&mut self.plain, &mut self.blocks, msg.len());
+                    self.blocks.refill(&mut self.plain, msg.len());
                     self.plain.extend_from_slice(&msg);
                     let n = whole(&self.plain);
                     if n > 0 {
@@ -741,7 +724,7 @@ impl LinkReader {
                     return Ok(Some(self.buf.split_to(n)));
                 }
             }
-            refill(&mut self.buf, &mut self.blocks, READ_CHUNK / 4);
+            self.blocks.refill(&mut self.buf, READ_CHUNK / 4);
             let n = self.inner.read_buf(&mut self.buf).await?;
             if n == 0 {
                 if self.buf.is_empty() && self.plain.is_empty() {

@@ -387,3 +387,200 @@ async fn keeps_reading_while_its_writes_are_blocked() {
     })
     .await;
 }
+
+/// A vectored transport that takes a few bytes at a time and often is not ready: large
+/// writes that go straight to the transport leave remainders the driver must send first.
+struct Choppy {
+    inner: tokio::net::TcpStream,
+    seed: u64,
+}
+
+impl Choppy {
+    fn next(&mut self) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+}
+
+impl tokio::io::AsyncRead for Choppy {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Choppy {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = self.next();
+        if r % 4 == 0 {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        // A few bytes (inside a frame header) or up to ~40 KiB, cut anywhere.
+        let mut limit = if r % 3 == 0 {
+            (r >> 8) as usize % 24 + 1
+        } else {
+            (r >> 8) as usize % 40_000 + 1
+        };
+        let mut cut = Vec::new();
+        for b in bufs {
+            if limit == 0 {
+                break;
+            }
+            let k = b.len().min(limit);
+            cut.push(std::io::IoSlice::new(&b[..k]));
+            limit -= k;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, &cut)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_writes_over_a_choppy_transport_arrive_intact_and_in_order() {
+    within(120, async {
+        let (c, s) = tcp_pair().await;
+        let client = Session::client(
+            Choppy {
+                inner: c,
+                seed: 0x9e37_79b9_7f4a_7c15,
+            },
+            config(),
+        );
+        let server = Session::server(
+            Choppy {
+                inner: s,
+                seed: 0x2545_f491_4f6c_dd1d,
+            },
+            config(),
+        );
+        tokio::spawn(async move {
+            while let Some(mut st) = server.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(&mut st);
+                    tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    w.shutdown().await.unwrap();
+                });
+            }
+        });
+        let mut tasks = Vec::new();
+        for i in 0..6u64 {
+            let st = client.open().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let data = payload(i, 2 * 1024 * 1024 + 1000 * i as usize);
+                let (mut r, mut w) = tokio::io::split(st);
+                let d = data.clone();
+                let writer = tokio::spawn(async move {
+                    // Writes of many sizes: direct (large) and queued (small) ones mixed.
+                    let mut at = 0;
+                    let mut k = 0;
+                    while at < d.len() {
+                        let n = [300_000, 70_000, 5_000, 20_000, 1][k % 5].min(d.len() - at);
+                        w.write_all(&d[at..at + n]).await.unwrap();
+                        at += n;
+                        k += 1;
+                    }
+                    w.shutdown().await.unwrap();
+                    w
+                });
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                assert!(got == data, "stream {i} corrupted");
+                writer.await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_waiting_for_the_transport_survive_cancelled_writes() {
+    within(120, async {
+        // Many large writers take turns at the transport; some give up waiting (a write
+        // cancelled by a timeout) right when their turn comes. The others must not wait for
+        // them, and every byte still arrives once and in order.
+        let (client, server) = pair_with(config(), config()).await;
+        tokio::spawn(async move {
+            while let Some(mut st) = server.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(&mut st);
+                    tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    w.shutdown().await.unwrap();
+                });
+            }
+        });
+        let mut tasks = Vec::new();
+        for i in 0..24u64 {
+            let st = client.open().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let data = payload(i, 3 * 1024 * 1024);
+                let (mut r, mut w) = tokio::io::split(st);
+                let d = data.clone();
+                let writer = tokio::spawn(async move {
+                    let mut at = 0;
+                    let mut k = 0u64;
+                    while at < d.len() {
+                        let end = (at + 200_000).min(d.len());
+                        k += 1;
+                        if (k + i) % 3 == 0 {
+                            // Written in full or not at all: a cancelled `write` took nothing.
+                            let t = Duration::from_micros(20 + 37 * (k % 7));
+                            if let Ok(n) = tokio::time::timeout(t, w.write(&d[at..end])).await {
+                                at += n.unwrap();
+                            }
+                        } else {
+                            at += w.write(&d[at..end]).await.unwrap();
+                        }
+                    }
+                    w.shutdown().await.unwrap();
+                    w
+                });
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                assert!(got == data, "stream {i} corrupted");
+                writer.await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await;
+}

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::config::{Config, INITIAL_WINDOW};
 use super::error::{ConnectionError, OpenError, StreamError};
-use super::frame::{Flags, GoAwayCode, Header, StreamId};
+use super::frame::{Flags, GoAwayCode, HEADER_LEN, Header, StreamId};
 use super::stream::{ResetBy, SendBuffer, Stream, StreamState};
 use crate::Time;
 
@@ -553,6 +553,89 @@ impl Connection {
         }
         let n = self.write_room(id)?.min(data.len());
         self.queue_data(id, |buf| buf.push_chunk(data.split_to(n)));
+        Ok(n)
+    }
+
+    /// Takes up to `len` bytes of stream `id` that the caller puts on the wire itself, now,
+    /// without queueing them: appends the header of each Data frame (one per
+    /// `max_frame_size` piece, in order) to `headers` and returns the bytes taken, at most
+    /// the peer's window. The caller must write each header followed by its piece of the
+    /// payload before any frame that [`poll_transmit`](Self::poll_transmit) emits later.
+    ///
+    /// Only a stream with nothing queued can do so (its data would be reordered otherwise),
+    /// and only while no other stream waits in the send queue (they came first and are
+    /// served in turn; a stream that could jump the queue would get more than its share):
+    /// `Ok(0)` then, and the caller falls back to [`write`](Self::write).
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    ///
+    /// ```
+    /// use braid_proto::mux::{Config, Connection, Side};
+    /// use braid_proto::Time;
+    /// use bytes::BytesMut;
+    ///
+    /// let now = Time::ZERO;
+    /// let mut client = Connection::new(Side::Client, Config::default(), now);
+    /// let mut server = Connection::new(Side::Server, Config::default(), now);
+    /// let id = client.open().unwrap();
+    /// let data = vec![7u8; 100_000];
+    /// let mut headers = Vec::new();
+    /// let n = client.write_direct(id, data.len(), &mut headers).unwrap();
+    /// assert_eq!((n, headers.len()), (100_000, 2)); // two frames of at most 64 KiB
+    /// let mut wire = BytesMut::new();
+    /// client.poll_transmit(now, &mut wire, 1 << 20); // frames polled before: none here
+    /// let mut at = 0;
+    /// for h in &headers {
+    ///     let len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    ///     wire.extend_from_slice(h);
+    ///     wire.extend_from_slice(&data[at..at + len]);
+    ///     at += len;
+    /// }
+    /// server.handle_input(now, &mut wire).unwrap();
+    /// let sid = server.accept().unwrap();
+    /// let mut buf = vec![0u8; 200_000];
+    /// assert_eq!(server.read(now, sid, &mut buf), Ok(100_000));
+    /// ```
+    pub fn write_direct(
+        &mut self,
+        id: StreamId,
+        len: usize,
+        headers: &mut Vec<[u8; HEADER_LEN]>,
+    ) -> Result<usize, StreamError> {
+        self.check_writable(id)?;
+        let frame_size = self.config.frame_size() as usize;
+        let queued = !self.send_queue.is_empty();
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::Unknown);
+        };
+        if queued || !s.send_buf.is_empty() {
+            return Ok(0);
+        }
+        let n = len.min(s.send_credit as usize);
+        if n == 0 {
+            if len > 0 {
+                s.write_waiting = true;
+                return Err(StreamError::Blocked);
+            }
+            return Ok(0);
+        }
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(frame_size);
+            let mut flags = Flags::NONE;
+            if s.syn_pending {
+                flags |= Flags::SYN;
+                s.syn_pending = false;
+            }
+            if s.ack_pending {
+                flags |= Flags::ACK;
+                s.ack_pending = false;
+            }
+            headers.push(Header::data(id, flags, k as u32).encode());
+            left -= k;
+        }
+        s.send_credit -= n as u32;
         Ok(n)
     }
 

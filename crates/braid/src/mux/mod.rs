@@ -9,6 +9,10 @@
 //!                     writes batched frames, fires timers, wakes streams
 //! ```
 //!
+//! The transport and the frames waiting for it have their own lock. A large write goes from
+//! the caller's buffer straight to the transport (`writev` of frame headers and the caller's
+//! slices) when nothing waits before it; streams take turns at it as at a socket.
+//!
 //! A [`Session`] runs over any `AsyncRead + AsyncWrite` byte stream (TCP, TLS, a braid
 //! connection). It drives itself from a spawned task: no polling loop in the application. Either
 //! side opens streams; the wire format is hashicorp's yamux, so Go and rust-yamux peers

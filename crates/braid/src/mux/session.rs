@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::StreamId;
-use super::driver::Driver;
+use super::driver::{Driver, Wire};
 use super::pool::BlockPool;
 use super::stream::Stream;
 
@@ -41,6 +41,10 @@ pub enum SessionError {
 pub(crate) struct StreamWakers {
     pub(crate) read: Option<Waker>,
     pub(crate) write: Option<Waker>,
+    /// In `State::wire_waiters`.
+    pub(crate) wire_queued: bool,
+    /// Woken from `wire_waiters`: may write directly although others still wait.
+    pub(crate) wire_pass: bool,
 }
 
 /// Everything behind the lock.
@@ -48,6 +52,8 @@ pub(crate) struct State {
     pub(crate) conn: Connection,
     pub(crate) wakers: HashMap<StreamId, StreamWakers>,
     pub(crate) driver: Option<Waker>,
+    /// Streams waiting to write directly to the transport, in order (see `Stream::poll_write`).
+    pub(crate) wire_waiters: VecDeque<StreamId>,
     accept_wakers: Vec<Waker>,
     open_wakers: Vec<Waker>,
     ping_wakers: Vec<Waker>,
@@ -99,6 +105,49 @@ impl State {
         }
     }
 
+    /// The transport is free: wakes the next stream waiting to write to it directly. A woken
+    /// stream that does not write hands the turn on; one whose task stopped polling (a write
+    /// cancelled right then) holds the others up until the driver's next turn, which comes
+    /// within `WIRE_RECHECK` while streams wait.
+    pub(crate) fn wake_wire_waiters(&mut self) {
+        let mut woken = 0;
+        while woken < 1 {
+            let Some(id) = self.wire_waiters.pop_front() else {
+                return;
+            };
+            let Some(w) = self.wakers.get_mut(&id) else {
+                continue;
+            };
+            if !w.wire_queued {
+                continue;
+            }
+            w.wire_queued = false;
+            if let Some(waker) = w.write.take() {
+                w.wire_pass = true;
+                waker.wake();
+                woken += 1;
+            }
+        }
+    }
+
+    /// Queues stream `id` to write directly once the transport is free, woken through `cx`;
+    /// at the front if it was woken from the queue and found the transport taken again (it
+    /// keeps its place in line).
+    pub(crate) fn wait_for_wire(&mut self, id: StreamId, cx: &Context<'_>, front: bool) {
+        let w = self.wakers.entry(id).or_default();
+        if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
+            w.write = Some(cx.waker().clone());
+        }
+        if !w.wire_queued {
+            w.wire_queued = true;
+            if front {
+                self.wire_waiters.push_front(id);
+            } else {
+                self.wire_waiters.push_back(id);
+            }
+        }
+    }
+
     pub(crate) fn wake_everyone(&mut self) {
         wake_all(&mut self.accept_wakers);
         wake_all(&mut self.open_wakers);
@@ -137,9 +186,13 @@ fn register(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// The transport and the frames waiting for it; locked before `state` when both are.
+    wire: Mutex<Wire>,
     epoch: Instant,
     /// Blocks that large writes are copied into.
     pub(crate) blocks: Arc<BlockPool>,
+    /// The transport writes vectored: large writes go to it directly.
+    pub(crate) vectored: bool,
 }
 
 impl Shared {
@@ -147,6 +200,20 @@ impl Shared {
         // A panic while holding the lock cannot leave the state machine half-updated in a way
         // that matters more than losing the session; keep going with the inner value.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the transport (before the state if both are needed).
+    pub(crate) fn wire(&self) -> MutexGuard<'_, Wire> {
+        self.wire.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The transport if nobody holds it: for callers holding the state's lock.
+    pub(crate) fn try_wire(&self) -> Option<MutexGuard<'_, Wire>> {
+        match self.wire.try_lock() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(crate) fn now(&self) -> Time {
@@ -227,12 +294,14 @@ impl Session {
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let epoch = Instant::now();
+        let wire = Wire::new(io);
         let conn = Connection::new(side, config, Time::ZERO);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 conn,
                 wakers: HashMap::new(),
                 driver: None,
+                wire_waiters: VecDeque::new(),
                 accept_wakers: Vec::new(),
                 open_wakers: Vec::new(),
                 ping_wakers: Vec::new(),
@@ -242,10 +311,12 @@ impl Session {
                 io_error: None,
                 driver_done: false,
             }),
+            vectored: wire.is_vectored(),
+            wire: Mutex::new(wire),
             epoch,
             blocks: Arc::default(),
         });
-        tokio::spawn(Driver::new(io, shared.clone()));
+        tokio::spawn(Driver::new(shared.clone()));
         Session { shared }
     }
 

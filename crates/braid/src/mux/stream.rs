@@ -1,15 +1,17 @@
 //! One multiplexed stream: `AsyncRead + AsyncWrite` over the shared state machine.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use braid_proto::mux::StreamError;
+use braid_proto::mux::frame::HEADER_LEN;
+use braid_proto::mux::{FrameSink, StreamError};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::StreamId;
+use super::driver::{Output, Wire};
 use super::session::Shared;
 
 /// A bidirectional byte stream inside a [`Session`](super::Session).
@@ -34,7 +36,23 @@ pub struct Stream {
     /// Chunks `poll_read` takes under the lock and copies out after releasing it, and
     /// `poll_write` copies into outside the lock.
     chunks: Vec<Bytes>,
+    /// Frame headers of a direct write (kept: no allocation per write).
+    headers: Vec<[u8; HEADER_LEN]>,
+    /// Bytes written directly since this stream's task last yielded to the others.
+    direct_run: usize,
 }
+
+/// Bytes a stream writes directly before its task yields once, when other streams exist: a
+/// writer whose direct writes all succeed would otherwise run on for its whole task budget
+/// (tens of MiB) while the others wait, since the socket on loopback rarely pushes back.
+const DIRECT_QUANTUM: usize = 512 * 1024;
+
+/// Most bytes one direct write takes (more would only wait in the socket's buffer).
+const DIRECT_MAX: usize = 1024 * 1024;
+/// Most bytes one direct write takes while other streams wait for the transport.
+const DIRECT_TURN: usize = braid_proto::mux::INITIAL_WINDOW as usize / 2;
+/// Frames per `writev` of a direct write (two slices each).
+const DIRECT_FRAMES: usize = 32;
 
 /// Reads and writes at least this large are copied outside the session's lock (smaller ones
 /// are copied under it: cheaper than locking twice, and no chunk list is kept).
@@ -55,6 +73,8 @@ impl Stream {
             shared,
             id,
             chunks: Vec::new(),
+            headers: Vec::new(),
+            direct_run: 0,
         }
     }
 
@@ -168,6 +188,100 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Writes the frames of a direct write (`self.headers`, each followed by its piece of
+    /// `data`) to the transport without waiting; whatever it does not take now is queued in
+    /// `wire.out` (the payload copied into pooled blocks) for the driver. Returns whether
+    /// everything went out (otherwise the driver must be woken: it writes the rest and
+    /// takes the transport's write readiness back, which this write's no-op waker replaced).
+    fn send_direct(&mut self, wire: &mut Wire, data: &[u8]) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let frame = |i: usize| {
+            let h = &self.headers[i];
+            u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize
+        };
+        let mut i = 0;
+        let mut at = 0;
+        // Bytes of frame `i` (header first) already written.
+        let mut done = 0;
+        let mut ok = true;
+        while i < self.headers.len() {
+            let mut slices = [IoSlice::new(&[]); 2 * DIRECT_FRAMES];
+            let mut k = 0;
+            let mut total = 0;
+            let mut p = at;
+            for j in i..self.headers.len().min(i + DIRECT_FRAMES) {
+                let len = frame(j);
+                slices[k] = IoSlice::new(&self.headers[j]);
+                slices[k + 1] = IoSlice::new(&data[p..p + len]);
+                k += 2;
+                total += HEADER_LEN + len;
+                p += len;
+            }
+            let n = match wire.io.as_mut().poll_write_vectored(&mut cx, &slices[..k]) {
+                Poll::Ready(Ok(n)) => n,
+                _ => 0,
+            };
+            wire.needs_flush |= n > 0;
+            // Advance past what was written.
+            let mut left = n;
+            while left > 0 {
+                let whole = HEADER_LEN + frame(i) - done;
+                if left >= whole {
+                    left -= whole;
+                    at += frame(i);
+                    i += 1;
+                    done = 0;
+                } else {
+                    done += left;
+                    left = 0;
+                }
+            }
+            if n < total {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            // The rest, in order, for the driver.
+            let Output::Vectored(out) = &mut wire.out else {
+                unreachable!("direct writes need a vectored transport")
+            };
+            while i < self.headers.len() {
+                let len = frame(i);
+                let h = self.headers[i];
+                let mut payload = &data[at..at + len];
+                if done < HEADER_LEN {
+                    if done == 0 {
+                        out.put_header(&h);
+                    } else {
+                        out.put_bytes(Bytes::copy_from_slice(&h[done..]));
+                    }
+                } else {
+                    payload = &payload[done - HEADER_LEN..];
+                }
+                self.shared.blocks.copy(payload, &mut self.chunks);
+                for b in self.chunks.drain(..) {
+                    out.put_bytes(b);
+                }
+                at += len;
+                i += 1;
+                done = 0;
+            }
+            out.finish();
+            wire.needs_flush = true;
+            return false;
+        }
+        if wire.needs_flush {
+            match wire.io.as_mut().poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => wire.needs_flush = false,
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
 impl AsyncRead for Stream {
     /// Large reads take the buffered payload chunks under the session's lock and copy them into
     /// `buf` after releasing it, so the copy runs in parallel with the driver.
@@ -220,6 +334,100 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let mut st = this.shared.lock();
+        if this.direct_run >= DIRECT_QUANTUM {
+            this.direct_run = 0;
+            if st.conn.stream_count() > 1 {
+                drop(st);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        if buf.len() >= COPY_OUTSIDE_LOCK && this.shared.vectored {
+            // Straight to the transport: no copy into the send buffer, no hop through the
+            // driver task. Streams take turns at it, as at a socket: one that finds it taken
+            // (or frames still waiting for it) waits in line and is woken when it is free.
+            // Never waits for the transport's lock while holding the state's (the driver
+            // takes them the other way round).
+            let pass = st.wakers.get_mut(&this.id).is_some_and(|w| {
+                let p = w.wire_pass;
+                w.wire_pass = false;
+                p
+            });
+            let shared = this.shared.clone();
+            let wire = if pass || st.wire_waiters.is_empty() {
+                shared.try_wire()
+            } else {
+                None
+            };
+            match wire {
+                Some(w) if w.closed => {
+                    drop(w);
+                    if pass {
+                        st.wake_wire_waiters();
+                    }
+                }
+                Some(mut wire) if wire.out.is_empty() => {
+                    this.headers.clear();
+                    // While others wait, a turn is half the initial window: every stream
+                    // then has credit left for its next turn, whatever its window grew to
+                    // (a stream that used its whole window in one turn would miss the next
+                    // waiting for the window update, and get half the share of the others).
+                    let turn = if st.wire_waiters.is_empty() {
+                        DIRECT_MAX
+                    } else {
+                        DIRECT_TURN
+                    };
+                    match st
+                        .conn
+                        .write_direct(this.id, buf.len().min(turn), &mut this.headers)
+                    {
+                        Ok(0) => {
+                            // Data queued before: this write queues behind it.
+                            if pass {
+                                st.wake_wire_waiters();
+                            }
+                        }
+                        Ok(n) => {
+                            drop(st);
+                            this.direct_run += n;
+                            let all = this.send_direct(&mut wire, &buf[..n]);
+                            drop(wire);
+                            let mut st = this.shared.lock();
+                            if all {
+                                st.wake_wire_waiters();
+                            } else if let Some(w) = st.driver.take() {
+                                // It writes the rest, then wakes the waiters.
+                                w.wake();
+                            }
+                            return Poll::Ready(Ok(n));
+                        }
+                        Err(StreamError::Blocked) => {
+                            drop(wire);
+                            if pass {
+                                st.wake_wire_waiters();
+                            }
+                            let w = st.wakers.entry(this.id).or_default();
+                            if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
+                                w.write = Some(cx.waker().clone());
+                            }
+                            return Poll::Pending;
+                        }
+                        Err(e) => return Poll::Ready(Err(to_io(e))),
+                    }
+                }
+                _ => {
+                    if st.conn.write_room(this.id).is_ok() {
+                        st.wait_for_wire(this.id, cx, pass);
+                        return Poll::Pending;
+                    }
+                    // No room (the waker is registered for it below) or an error: the turn
+                    // goes on to the next in line.
+                    if pass {
+                        st.wake_wire_waiters();
+                    }
+                }
+            }
+        }
         let res = if buf.len() < COPY_OUTSIDE_LOCK {
             st.conn.write(this.id, buf)
         } else {
@@ -287,7 +495,9 @@ impl AsyncWrite for Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
-        st.wakers.remove(&self.id);
+        if st.wakers.remove(&self.id).is_some_and(|w| w.wire_pass) {
+            st.wake_wire_waiters();
+        }
         st.conn.release(self.id);
         // Always: the last stream gone may let a draining session end.
         if let Some(w) = st.driver.take() {
