@@ -1,16 +1,20 @@
 //! The driver: one task per connection that moves bytes between the links and the engine.
 //!
 //! ```text
-//!  link reader tasks ──Input──▶ ┌──────────────┐ ──Write(buf)──▶ link writer tasks
-//!  (decrypt)                    │ driver task  │                 (encrypt, write_all)
-//!  app read/write ──notify────▶ │ agg engine   │ ◀─WriteDone──── (buffer comes back)
-//!  timer ──────────────────────▶└──────────────┘
+//!  link reader tasks ──feed the engine, wake the app's reader──▶ ┌──────────────┐
+//!  (read, decrypt)       (under the engine lock)                 │ agg engine   │
+//!  app write ──copy, then seal + write directly if a link's ───▶ │ (one lock)   │
+//!              writer is idle (`direct_transmit`)                └──────────────┘
+//!  driver task: timers, acknowledgements, events ──Write(buf)──▶ link writer tasks
+//!               (woken by all of the above)        ◀─WriteDone── (seal, write_all)
 //! ```
 //!
-//! The driver makes no protocol decision: it feeds the engine what arrives, hands each link's
-//! writer the engine's frames when that writer is idle (at most [`MAX_QUEUED`] buffers of
-//! [`BATCH`] bytes per link, so the engine, not a queue, decides where data goes), arms one
-//! timer from `poll_timeout`, and turns engine events into socket actions.
+//! The driver makes no protocol decision: it arms one timer from `poll_timeout`, hands each
+//! link's writer the engine's frames when that writer is idle (at most [`MAX_QUEUED`] buffers
+//! of [`BATCH`] bytes per link, so the engine, not a queue, decides where data goes), and
+//! turns engine events into socket actions. Data takes the shortest path: the task that
+//! produced it (the application's write, a link's reader) hands it on itself, on the same CPU,
+//! while it is in that CPU's cache.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +62,6 @@ pub(crate) struct NewLink {
 
 /// Messages to the driver task.
 pub(crate) enum ToDriver {
-    Input(LinkId, bytes::BytesMut),
     ReadEnd(LinkId, Option<String>),
     WriteDone(LinkId, Vec<Bytes>),
     WriteFailed(LinkId, String),
@@ -205,20 +208,43 @@ impl DriverLink {
     }
 }
 
-async fn reader_task(id: LinkId, mut r: LinkReader, tx: mpsc::Sender<ToDriver>) {
+/// Reads a link and feeds the engine itself (under the engine lock), waking the application's
+/// reader at once: the data is read, decrypted and handed on by one task, on one CPU. The
+/// driver is told to run (acknowledgements, events); the end of the link goes to it.
+async fn reader_task(id: LinkId, mut r: LinkReader, inner: Arc<Inner>) {
+    let tx = inner.to_driver.clone();
     loop {
-        let msg = match r
+        let end = match r
             .read_records(crate::proto::agg::frame::whole_frames_len)
             .await
         {
-            Ok(Some(b)) => ToDriver::Input(id, b),
+            Ok(Some(b)) => {
+                if tx.is_closed() {
+                    break;
+                }
+                let mut s = inner.lock();
+                if !s.links.contains_key(&id) {
+                    // The link is gone from the connection.
+                    break;
+                }
+                s.conn.handle_input_buf(id, b, inner.now());
+                let reader = if s.conn.is_readable() {
+                    s.read_waker.take()
+                } else {
+                    None
+                };
+                drop(s);
+                if let Some(w) = reader {
+                    w.wake();
+                }
+                inner.wake.notify_one();
+                continue;
+            }
             Ok(None) => ToDriver::ReadEnd(id, None),
             Err(e) => ToDriver::ReadEnd(id, Some(e.to_string())),
         };
-        let end = !matches!(msg, ToDriver::Input(..));
-        if tx.send(msg).await.is_err() || end {
-            break;
-        }
+        let _ = tx.send(end).await;
+        break;
     }
     // The driver is gone or the link ended: read to the end for a moment so that closing the
     // socket does not reset what the peer still has in flight.
@@ -357,11 +383,6 @@ impl Driver {
         let now = inner.now();
         for msg in batch.drain(..) {
             match msg {
-                ToDriver::Input(id, data) => {
-                    if self.links.contains_key(&id) {
-                        s.conn.handle_input_buf(id, data, now);
-                    }
-                }
                 ToDriver::ReadEnd(id, reason) => {
                     if let Some(l) = self.links.get_mut(&id) {
                         if !l.leaving && !s.conn.is_closed() {
@@ -424,8 +445,7 @@ impl Driver {
                         direct: recycle.is_none(),
                     });
                     s.direct.insert(id, slot.clone());
-                    let reader_task =
-                        tokio::spawn(reader_task(id, reader, inner.to_driver.clone()));
+                    let reader_task = tokio::spawn(reader_task(id, reader, inner.clone()));
                     let writer_task =
                         tokio::spawn(writer_task(id, slot.clone(), wrx, inner.to_driver.clone()));
                     tracing::info!(conn = %inner.id, link = %id, %peer, "link up");

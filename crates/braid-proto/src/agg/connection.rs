@@ -708,6 +708,11 @@ impl Connection {
         Ok(n)
     }
 
+    /// Whether [`Connection::read`] would return data or the end of the stream now.
+    pub fn is_readable(&self) -> bool {
+        self.recv.has_readable()
+    }
+
     /// Whether reading made the receive window worth advertising: the driver should call
     /// `poll_transmit` (reads that return `false` need no transmit).
     pub fn window_update_due(&self) -> bool {
