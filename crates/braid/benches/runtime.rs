@@ -1,7 +1,8 @@
 //! Runtime benchmarks on loopback, with raw TCP measured in the same run:
 //!
 //! - bulk throughput of one aggregated connection over 1 and 4 links, plaintext and
-//!   encrypted, and CPU seconds per GB (both ends are in this process);
+//!   encrypted, and CPU seconds per GB (both ends are in this process); through
+//!   `AsyncRead`/`AsyncWrite`, and ("chunks") through `write_chunk`/`read_chunk`;
 //! - 64-byte echo round trips through an idle connection.
 //!
 //! Senders use cubic congestion control (raw TCP and braid links alike).
@@ -177,10 +178,44 @@ async fn braid_server(security: Security, key: &Key) -> (std::net::SocketAddr, L
     (addr, l)
 }
 
-async fn braid_bulk(links: u32, security: Security, crc: bool, total: u64) -> Figure {
+/// How the application moves bytes through braid.
+#[derive(Clone, Copy)]
+enum Api {
+    /// `AsyncRead`/`AsyncWrite` with 256 KiB buffers (a copy each way).
+    Io,
+    /// `Connection::write_chunk` of one shared 256 KiB buffer, `read_chunk` (no copies).
+    Chunks,
+}
+
+async fn chunk_sink(mut conn: braid::Connection) -> u64 {
+    let mut n = 0u64;
+    while let Ok(Some(b)) = conn.read_chunk(1 << 20).await {
+        n += b.len() as u64;
+    }
+    n
+}
+
+async fn chunk_pump(mut conn: braid::Connection, total: u64) {
+    let block = bytes::Bytes::from(vec![0x5au8; 256 * 1024]);
+    let mut sent = 0u64;
+    while sent < total {
+        let k = (total - sent).min(block.len() as u64) as usize;
+        conn.write_chunk(block.slice(..k)).await.unwrap();
+        sent += k as u64;
+    }
+    conn.shutdown().await.unwrap();
+}
+
+async fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -> Figure {
     let key = Key::generate();
     let (addr, mut l) = braid_server(security, &key).await;
-    let server = tokio::spawn(async move { sink(l.accept().await.unwrap()).await });
+    let server = tokio::spawn(async move {
+        let conn = l.accept().await.unwrap();
+        match api {
+            Api::Io => sink(conn).await,
+            Api::Chunks => chunk_sink(conn).await,
+        }
+    });
     let mut c = ClientConfig::new(key);
     c.security = security;
     c.engine.crc = crc;
@@ -204,7 +239,10 @@ async fn braid_bulk(links: u32, security: Security, crc: bool, total: u64) -> Fi
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let m = Meter::start();
-    spawned_pump(conn, total).await;
+    match api {
+        Api::Io => spawned_pump(conn, total).await,
+        Api::Chunks => tokio::spawn(chunk_pump(conn, total)).await.unwrap(),
+    }
     let got = server.await.unwrap();
     assert_eq!(got, total);
     m.finish(total)
@@ -279,17 +317,14 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(5);
-        for (name, links, sec, crc) in [
-            ("braid plaintext, 1 link", 1, Security::Plaintext, false),
-            ("braid plaintext, 4 links", 4, Security::Plaintext, false),
-            (
-                "braid plaintext+checksum, 1 link",
-                1,
-                Security::Plaintext,
-                true,
-            ),
-            ("braid encrypted, 1 link", 1, Security::Encrypted, false),
-            ("braid encrypted, 4 links", 4, Security::Encrypted, false),
+        for (name, links, sec, crc, api) in [
+            ("braid plaintext, 1 link", 1, Security::Plaintext, false, Api::Io),
+            ("braid plaintext, 4 links", 4, Security::Plaintext, false, Api::Io),
+            ("braid plaintext+checksum, 1 link", 1, Security::Plaintext, true, Api::Io),
+            ("braid encrypted, 1 link", 1, Security::Encrypted, false, Api::Io),
+            ("braid encrypted, 4 links", 4, Security::Encrypted, false, Api::Io),
+            ("braid plaintext, 1 link, chunks", 1, Security::Plaintext, false, Api::Chunks),
+            ("braid encrypted, 1 link, chunks", 1, Security::Encrypted, false, Api::Chunks),
         ] {
             if std::env::var("BENCH_ONLY").is_ok_and(|o| !name.contains(&o)) {
                 continue;
@@ -311,7 +346,7 @@ fn main() {
                 } else {
                     raw_tcp(total).await
                 };
-                let braid = braid_bulk(links, sec, crc, total).await;
+                let braid = braid_bulk(links, sec, crc, api, total).await;
                 if std::env::var("BENCH_VERBOSE").is_ok() {
                     println!(
                         "    round: raw {:.2} Gbit/s, braid {:.2} Gbit/s (other processes: {:.2} / {:.2} CPUs)",

@@ -310,6 +310,79 @@ fn poll_shutdown_inner(inner: &Inner) -> Poll<io::Result<()>> {
     }
 }
 
+/// Like `poll_read_inner`, but hands out the received bytes themselves (no copy).
+fn poll_read_chunk_inner(
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    max: usize,
+) -> Poll<io::Result<Option<bytes::Bytes>>> {
+    let mut s = inner.lock();
+    if s.read_finished {
+        return Poll::Ready(Ok(None));
+    }
+    match s.conn.read(max.max(1)) {
+        Ok(Read::Data(b)) => {
+            let wake = s.conn.window_update_due();
+            drop(s);
+            if wake {
+                inner.wake.notify_one();
+            }
+            Poll::Ready(Ok(Some(b)))
+        }
+        Ok(Read::Finished) => {
+            s.read_finished = true;
+            Poll::Ready(Ok(None))
+        }
+        Ok(Read::Blocked) => {
+            if let ConnectionState::Failed(e) = &*inner.state.borrow() {
+                return Poll::Ready(Err(conn_err(e.clone())));
+            }
+            s.read_waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        Err(e) => Poll::Ready(Err(conn_err(e))),
+    }
+}
+
+/// Hands `data` (or what fits of it) to the engine without copying; the rest stays in
+/// `data`. Ready once something was taken.
+fn poll_write_chunk_inner(
+    inner: &Inner,
+    cx: &mut Context<'_>,
+    data: &mut bytes::Bytes,
+) -> Poll<io::Result<()>> {
+    if data.is_empty() {
+        return Poll::Ready(Ok(()));
+    }
+    let mut s = inner.lock();
+    // Takes what fits (and asks to be told when there is room if that is nothing).
+    match s.conn.write_bytes(data.clone()) {
+        Ok(0) => {
+            if let ConnectionState::Failed(e) = &*inner.state.borrow() {
+                return Poll::Ready(Err(conn_err(e.clone())));
+            }
+            s.write_waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        Ok(n) => {
+            bytes::Buf::advance(data, n);
+            let jobs = crate::driver::direct_transmit(&mut s, inner.now());
+            drop(s);
+            for job in jobs {
+                job.run();
+            }
+            inner.wake.notify_one();
+            Poll::Ready(Ok(()))
+        }
+        Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "write after shutdown",
+        ))),
+        Err(WriteError::Closed(e)) => Poll::Ready(Err(conn_err(e))),
+        Err(e) => Poll::Ready(Err(io::Error::other(e))),
+    }
+}
+
 /// One aggregated connection: a reliable, ordered, full-duplex byte stream over many links.
 ///
 /// Implements tokio's [`AsyncRead`] and [`AsyncWrite`]; [`Connection::into_split`] gives two
@@ -387,6 +460,42 @@ impl Connection {
         )
     }
 
+    /// Reads the next received bytes, at most `max`, without copying them; `None` once the
+    /// peer finished and everything was read. The zero-copy counterpart of `read`.
+    ///
+    /// # Errors
+    /// The connection failed (see [`ConnectionState`]).
+    ///
+    /// ```no_run
+    /// # async fn f(mut conn: braid::Connection) -> std::io::Result<()> {
+    /// while let Some(bytes) = conn.read_chunk(1 << 20).await? {
+    ///     println!("{} bytes", bytes.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<bytes::Bytes>> {
+        std::future::poll_fn(|cx| poll_read_chunk_inner(&self.app.0, cx, max)).await
+    }
+
+    /// Writes all of `data` without copying it (the engine keeps the buffer until the peer
+    /// acknowledged it); waits for room in the send buffer. The zero-copy counterpart of
+    /// `write_all`.
+    ///
+    /// # Errors
+    /// The connection failed, or this side already shut down writing.
+    ///
+    /// ```no_run
+    /// # async fn f(mut conn: braid::Connection) -> std::io::Result<()> {
+    /// conn.write_chunk(bytes::Bytes::from(vec![0u8; 1 << 20])).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_chunk(&mut self, mut data: bytes::Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            std::future::poll_fn(|cx| poll_write_chunk_inner(&self.app.0, cx, &mut data)).await?;
+        }
+        Ok(())
+    }
+
     /// The connection's id (the same on both ends).
     ///
     /// ```no_run
@@ -448,6 +557,20 @@ impl std::fmt::Debug for ReadHalf {
 }
 
 impl ReadHalf {
+    /// [`Connection::read_chunk`] on this half.
+    ///
+    /// # Errors
+    /// The connection failed.
+    ///
+    /// ```no_run
+    /// # async fn f(mut rd: braid::ReadHalf) -> std::io::Result<()> {
+    /// let first = rd.read_chunk(64 * 1024).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<bytes::Bytes>> {
+        std::future::poll_fn(|cx| poll_read_chunk_inner(&self.app.0, cx, max)).await
+    }
+
     /// A handle for managing links, stats and events.
     ///
     /// ```no_run
@@ -491,6 +614,23 @@ impl std::fmt::Debug for WriteHalf {
 }
 
 impl WriteHalf {
+    /// [`Connection::write_chunk`] on this half.
+    ///
+    /// # Errors
+    /// The connection failed, or this side already shut down writing.
+    ///
+    /// ```no_run
+    /// # async fn f(mut wr: braid::WriteHalf) -> std::io::Result<()> {
+    /// wr.write_chunk(bytes::Bytes::from_static(b"hello")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_chunk(&mut self, mut data: bytes::Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            std::future::poll_fn(|cx| poll_write_chunk_inner(&self.app.0, cx, &mut data)).await?;
+        }
+        Ok(())
+    }
+
     /// A handle for managing links, stats and events.
     ///
     /// ```no_run

@@ -305,3 +305,47 @@ async fn exec_links_carry_a_connection() {
     .unwrap();
     assert_eq!(got.unwrap(), (len, sent.unwrap()));
 }
+
+/// `write_chunk`/`read_chunk` move buffers without copying: one buffer larger than the send
+/// buffer goes out in parts, and the echo comes back intact through `read_chunk`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_api_round_trips_buffers_larger_than_the_send_buffer() {
+    init_logs();
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let spec = format!("tcp://{addr}?count=3").parse().unwrap();
+    let conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
+    let (mut r, mut w) = conn.into_split();
+    // 40 MB in one buffer (the send buffer holds 16 MiB), then small ones.
+    let big: Vec<u8> = (0..40_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut want = big.clone();
+    let writer = async {
+        w.write_chunk(bytes::Bytes::from(big)).await.unwrap();
+        for i in 0..100u8 {
+            w.write_chunk(bytes::Bytes::from(vec![i; 1000]))
+                .await
+                .unwrap();
+        }
+        tokio::io::AsyncWriteExt::shutdown(&mut w).await.unwrap();
+    };
+    for i in 0..100u8 {
+        want.extend_from_slice(&[i; 1000]);
+    }
+    let reader = async {
+        let mut got = Vec::with_capacity(want.len());
+        while let Some(b) = r.read_chunk(1 << 20).await.unwrap() {
+            assert!(!b.is_empty() && b.len() <= 1 << 20);
+            got.extend_from_slice(&b);
+        }
+        got
+    };
+    let ((), got) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(writer, reader)
+    })
+    .await
+    .expect("transfer took over 60 s");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "echoed bytes differ");
+}
