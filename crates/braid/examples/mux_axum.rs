@@ -51,6 +51,16 @@ async fn item(Path(n): Path<u32>) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    run().await
+}
+
+/// Run by `cargo test` too (`test = true` for this example in Cargo.toml).
+#[tokio::test]
+async fn requests_are_answered() {
+    run().await.unwrap();
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let tcp = TcpListener::bind("127.0.0.1:0").await?;
     let addr = tcp.local_addr()?;
     tokio::spawn(async move {

@@ -50,6 +50,16 @@ async fn serve(listener: TcpListener) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    run().await
+}
+
+/// Run by `cargo test` too (`test = true` for this example in Cargo.toml).
+#[tokio::test]
+async fn requests_are_answered() {
+    run().await.unwrap();
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(serve(listener));
