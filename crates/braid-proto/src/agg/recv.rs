@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Why the peer's data is unacceptable (the link it came on is dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +11,8 @@ pub(crate) enum RecvViolation {
     BeyondWindow,
     /// Two different ends of stream, or data past the end.
     BadFin,
+    /// More out-of-order chunks than [`MAX_PENDING_CHUNKS`] waiting at once.
+    TooFragmented,
 }
 
 impl std::fmt::Display for RecvViolation {
@@ -18,9 +20,16 @@ impl std::fmt::Display for RecvViolation {
         f.write_str(match self {
             RecvViolation::BeyondWindow => "data beyond the receive window",
             RecvViolation::BadFin => "inconsistent end of stream",
+            RecvViolation::TooFragmented => "too many out-of-order chunks waiting",
         })
     }
 }
+
+/// Most out-of-order chunks held at once. The window bounds their bytes, not their number:
+/// a peer sending 1-byte chunks around gaps would otherwise cost a map entry (about 100
+/// bytes) per byte of window. Bulk transfers hold about window / chunk size (1,024 with the
+/// defaults); small chunks come from small writes sent at once, of which few are in flight.
+pub(crate) const MAX_PENDING_CHUNKS: usize = 65_536;
 
 /// Chunks smaller than this are copied when stored (see [`ReorderBuffer::insert`]).
 const UNPIN_BELOW: usize = 4096;
@@ -35,6 +44,9 @@ pub(crate) struct ReorderBuffer {
     /// Offset of the first byte the application has not read.
     read: u64,
     ready: VecDeque<Bytes>,
+    /// Small in-order chunks gathered into one buffer, after everything in `ready`: a peer
+    /// sending tiny chunks the application does not read yet costs bytes, not an entry each.
+    small: BytesMut,
     pending: BTreeMap<u64, Bytes>,
     buffered: u64,
     pub peak: u64,
@@ -58,6 +70,7 @@ impl ReorderBuffer {
             next: 0,
             read: 0,
             ready: VecDeque::new(),
+            small: BytesMut::new(),
             pending: BTreeMap::new(),
             buffered: 0,
             peak: 0,
@@ -87,7 +100,7 @@ impl ReorderBuffer {
     }
 
     pub fn has_readable(&self) -> bool {
-        !self.ready.is_empty() || self.fin_received()
+        !self.ready.is_empty() || !self.small.is_empty() || self.fin_received()
     }
 
     pub fn insert(&mut self, seq: u64, data: Bytes, fin: bool) -> Result<Inserted, RecvViolation> {
@@ -108,6 +121,9 @@ impl ReorderBuffer {
         } else {
             if end > self.window_end() || self.buffered + data.len() as u64 > self.window {
                 return Err(RecvViolation::BeyondWindow);
+            }
+            if seq > self.next && self.pending.len() >= MAX_PENDING_CHUNKS {
+                return Err(RecvViolation::TooFragmented);
             }
             self.buffered += data.len() as u64;
             self.peak = self.peak.max(self.buffered);
@@ -151,17 +167,27 @@ impl ReorderBuffer {
                 data = data.slice(skip..);
             }
             self.next = end;
-            self.ready.push_back(data);
+            if data.len() < UNPIN_BELOW {
+                self.small.extend_from_slice(&data);
+            } else {
+                if !self.small.is_empty() {
+                    self.ready.push_back(self.small.split().freeze());
+                }
+                self.ready.push_back(data);
+            }
         }
     }
 
     /// Up to `max` bytes in order, or `None` when nothing is readable now.
     pub fn read(&mut self, max: usize) -> Option<Bytes> {
-        let front = self.ready.front_mut()?;
-        let data = if front.len() <= max {
-            self.ready.pop_front().expect("front exists")
-        } else {
-            front.split_to(max)
+        let data = match self.ready.front_mut() {
+            Some(front) if front.len() <= max => self.ready.pop_front().expect("front exists"),
+            Some(front) => front.split_to(max),
+            None if !self.small.is_empty() => {
+                let n = max.min(self.small.len());
+                self.small.split_to(n).freeze()
+            }
+            None => return None,
         };
         self.read += data.len() as u64;
         self.buffered -= data.len() as u64;
@@ -185,8 +211,11 @@ mod tests {
         assert_eq!(r.duplicate_bytes, 10);
         assert_eq!(r.insert(0, b(10, 1), false), Ok(Inserted::Readable));
         assert_eq!(r.cumulative(), 20);
-        assert_eq!(r.read(15).unwrap(), b(10, 1));
-        assert_eq!(r.read(15).unwrap(), b(10, 2));
+        // Small chunks are read as one stream of bytes.
+        let mut first = b(10, 1).to_vec();
+        first.extend_from_slice(&[2; 5]);
+        assert_eq!(r.read(15).unwrap(), first);
+        assert_eq!(r.read(15).unwrap(), b(5, 2));
         assert_eq!(r.read(15), None);
         assert_eq!(r.insert(0, b(10, 1), false), Ok(Inserted::Nothing));
     }
@@ -214,6 +243,49 @@ mod tests {
                 "small chunk still in the block"
             );
         }
+        // The two small in-order chunks were gathered (no entry each), in order.
+        assert_eq!(r.read(100).unwrap().len(), 20);
+        assert_eq!(r.read(1 << 20).unwrap().len(), 8192);
+    }
+
+    #[test]
+    fn a_flood_of_tiny_out_of_order_chunks_is_refused() {
+        let mut r = ReorderBuffer::new(1 << 20);
+        // 1-byte chunks at every other offset: each one a gap, each one a map entry.
+        for i in 0..MAX_PENDING_CHUNKS as u64 {
+            r.insert(2 + 2 * i, b(1, 1), false).unwrap();
+        }
+        assert_eq!(
+            r.insert(2 + 2 * MAX_PENDING_CHUNKS as u64, b(1, 1), false),
+            Err(RecvViolation::TooFragmented)
+        );
+        // In-order data is still taken (it drains the pending chunks).
+        assert!(r.insert(0, b(2, 0), false).is_ok());
+    }
+
+    #[test]
+    fn tiny_in_order_chunks_cost_no_entry_each() {
+        let mut r = ReorderBuffer::new(1 << 20);
+        for i in 0..10_000u64 {
+            r.insert(i, b(1, (i % 7) as u8), false).unwrap();
+        }
+        assert!(r.ready.is_empty(), "{} entries", r.ready.len());
+        r.insert(10_000, b(5000, 9), false).unwrap();
+        r.insert(15_000, b(3, 8), false).unwrap();
+        let mut got = Vec::new();
+        while let Some(d) = r.read(4096) {
+            got.extend_from_slice(&d);
+        }
+        assert_eq!(got.len(), 15_003);
+        assert!(
+            got[..10_000]
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == (i % 7) as u8)
+        );
+        assert!(got[10_000..15_000].iter().all(|&v| v == 9));
+        assert_eq!(&got[15_000..], &[8, 8, 8]);
+        assert_eq!(r.buffered(), 0);
     }
 
     #[test]
