@@ -171,10 +171,7 @@ impl Link {
             last_recv: now,
             last_ping_sent: Time::ZERO,
             ping_outstanding: None,
-            // Probe a new link at once: its first transmit carries a ping, so its round trip
-            // (and with it the scheduler's estimate) is known after one RTT, not after the
-            // first keepalive.
-            ping_requested: true,
+            ping_requested: false,
             close_sent: false,
             close_received: false,
             stats: LinkStats::default(),

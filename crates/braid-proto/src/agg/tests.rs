@@ -582,21 +582,3 @@ fn removed_link_closes_on_both_sides_with_data_in_flight() {
         Some(LinkState::Closed)
     );
 }
-
-/// A link added to a young connection (younger than the keepalive interval) is probed at
-/// once: its first transmit carries a ping, so its round trip is known after one RTT and the
-/// scheduler does not pass it over as unknown for a whole keepalive interval.
-#[test]
-fn a_new_link_is_pinged_on_its_first_transmit() {
-    let now = Time::from_micros(1_000);
-    let mut c = Connection::new(Config::default(), Time::ZERO);
-    let link = c.add_link(now);
-    let mut out = Vec::new();
-    c.poll_transmit(link, now, 64 * 1024, &mut out);
-    let mut buf = bytes::BytesMut::from(&out[..]);
-    let mut pinged = false;
-    while let Ok(Some(frame::DecodeOutcome::Frame(f))) = frame::Frame::decode(&mut buf) {
-        pinged |= matches!(f, frame::Frame::Ping { .. });
-    }
-    assert!(pinged, "no ping in the first transmit of a new link");
-}
