@@ -29,6 +29,10 @@ async fn hundred_mb_each_way_over_four_links() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(handle.links().len(), 4, "links did not come up");
+    // Let every link get a round-trip sample (the first keepalive ping, 100 ms) before the
+    // transfer: on loopback it can be over before a link the scheduler knows nothing about
+    // is needed at all.
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let (mut r, mut w) = conn.into_split();
     let len = 100 * MB;
     let t = tokio::time::timeout(Duration::from_secs(120), async {
