@@ -110,56 +110,23 @@ impl TransportCipher {
     }
 }
 
+/// A record's length from its first bytes (`None`: unknown).
+type RecordLen<'a> = &'a dyn Fn(&[u8]) -> Option<usize>;
+
 /// Appends the bytes of `pieces`, in order, to `out` as length-prefixed encrypted messages
 /// of at most [`MAX_PAYLOAD`] bytes each, numbered from `nonce`; returns the next number.
+///
+/// With `record_len` (a record's length from its first bytes), no record that fits in one
+/// message straddles two: every message then holds whole records and the reader hands it on
+/// without copying. Records must start at piece starts or right after the previous record.
 fn seal_messages<'a>(
     cipher: &TransportCipher,
     mut nonce: u64,
-    pieces: impl Iterator<Item = &'a [u8]>,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+    record_len: Option<RecordLen<'_>>,
     out: &mut Vec<u8>,
 ) -> u64 {
     // Where the message being filled starts (its length prefix).
-    let mut open: Option<usize> = None;
-    let seal = |out: &mut Vec<u8>, start: usize, nonce: &mut u64| {
-        let tag = cipher.seal(*nonce, &mut out[start + 2..]);
-        out.extend_from_slice(tag.as_ref());
-        let len = (out.len() - start - 2) as u16;
-        out[start..start + 2].copy_from_slice(&len.to_be_bytes());
-        *nonce += 1;
-    };
-    for mut piece in pieces {
-        while !piece.is_empty() {
-            let start = *open.get_or_insert_with(|| {
-                out.extend_from_slice(&[0, 0]);
-                out.len() - 2
-            });
-            let room = MAX_PAYLOAD - (out.len() - start - 2);
-            let k = room.min(piece.len());
-            out.extend_from_slice(&piece[..k]);
-            piece = &piece[k..];
-            if k == room {
-                seal(out, start, &mut nonce);
-                open = None;
-            }
-        }
-    }
-    if let Some(start) = open {
-        seal(out, start, &mut nonce);
-    }
-    nonce
-}
-
-/// Like [`seal_messages`], but never lets a record (as measured by `record_len` at each
-/// record's start) straddle two messages when it fits in one: every message then holds whole
-/// records and the reader hands it on without copying. Records must start at segment starts
-/// or right after the previous record.
-fn seal_records(
-    cipher: &TransportCipher,
-    mut nonce: u64,
-    segments: &[Bytes],
-    record_len: &dyn Fn(&[u8]) -> Option<usize>,
-    out: &mut Vec<u8>,
-) -> u64 {
     let mut open: Option<usize> = None;
     let mut record_left = 0usize;
     let seal = |out: &mut Vec<u8>, start: usize, nonce: &mut u64| {
@@ -169,12 +136,11 @@ fn seal_records(
         out[start..start + 2].copy_from_slice(&len.to_be_bytes());
         *nonce += 1;
     };
-    for seg in segments {
-        let mut rest = &seg[..];
-        while !rest.is_empty() {
-            if record_left == 0 {
-                // Unknown lengths count as the rest of the segment.
-                record_left = record_len(rest).filter(|&n| n > 0).unwrap_or(rest.len());
+    for mut piece in pieces {
+        while !piece.is_empty() {
+            if let Some(record_len) = record_len.filter(|_| record_left == 0) {
+                // Unknown lengths count as the rest of the piece.
+                record_left = record_len(piece).filter(|&n| n > 0).unwrap_or(piece.len());
                 if let Some(start) = open {
                     let fill = out.len() - start - 2;
                     if record_left <= MAX_PAYLOAD && fill + record_left > MAX_PAYLOAD {
@@ -188,10 +154,13 @@ fn seal_records(
                 out.len() - 2
             });
             let room = MAX_PAYLOAD - (out.len() - start - 2);
-            let k = room.min(rest.len()).min(record_left);
-            out.extend_from_slice(&rest[..k]);
-            rest = &rest[k..];
-            record_left -= k;
+            let mut k = room.min(piece.len());
+            if record_len.is_some() {
+                k = k.min(record_left);
+                record_left -= k;
+            }
+            out.extend_from_slice(&piece[..k]);
+            piece = &piece[k..];
             if k == room {
                 seal(out, start, &mut nonce);
                 open = None;
@@ -836,7 +805,7 @@ impl LinkWriter {
         };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        self.nonce = seal_messages(cipher, self.nonce, std::iter::once(data), &mut out);
+        self.nonce = seal_messages(cipher, self.nonce, [data], None, &mut out);
         let r = self.inner.write_all(&out).await;
         self.out = out;
         r
@@ -890,6 +859,7 @@ impl LinkWriter {
             cipher,
             self.nonce,
             segments.iter().map(|s| &s[..]),
+            None,
             &mut out,
         );
         let r = self.inner.write_all(&out).await;
@@ -960,7 +930,13 @@ impl LinkWriter {
             Some(cipher) => {
                 let mut out = std::mem::take(&mut self.out);
                 out.clear();
-                self.nonce = seal_records(cipher, self.nonce, segments, record_len, &mut out);
+                self.nonce = seal_messages(
+                    cipher,
+                    self.nonce,
+                    segments.iter().map(|s| &s[..]),
+                    Some(record_len as RecordLen<'_>),
+                    &mut out,
+                );
                 if self.pending.is_empty() {
                     let n = poll_once(&mut self.inner, &[io::IoSlice::new(&out)])?;
                     if n < out.len() {
@@ -1031,7 +1007,13 @@ impl LinkWriter {
         };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        self.nonce = seal_records(cipher, self.nonce, segments, record_len, &mut out);
+        self.nonce = seal_messages(
+            cipher,
+            self.nonce,
+            segments.iter().map(|s| &s[..]),
+            Some(record_len as RecordLen<'_>),
+            &mut out,
+        );
         let r = self.inner.write_all(&out).await;
         self.out = out;
         r
@@ -1177,11 +1159,11 @@ mod tests {
         }
         // Every message that can hold whole records does.
         let mut sealed = Vec::new();
-        seal_records(
+        seal_messages(
             c.writer.cipher.as_ref().unwrap(),
             0,
-            &segments,
-            &rec_len,
+            segments.iter().map(|s| &s[..]),
+            Some(&rec_len),
             &mut sealed,
         );
         let (mut at, mut nonce, mut split) = (0, 0, 0);
@@ -1345,7 +1327,8 @@ mod tests {
         seal_messages(
             c.writer.cipher.as_ref().unwrap(),
             0,
-            [&b"hello"[..]].into_iter(),
+            [&b"hello"[..]],
+            None,
             &mut msg,
         );
         msg[2 + 3] ^= 1;
@@ -1367,7 +1350,8 @@ mod tests {
         seal_messages(
             c.writer.cipher.as_ref().unwrap(),
             0,
-            [&b"hello"[..]].into_iter(),
+            [&b"hello"[..]],
+            None,
             &mut msg,
         );
         let mut raw = c.writer.inner;
