@@ -221,35 +221,18 @@ fn poll_read_inner(
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
 ) -> Poll<io::Result<()>> {
-    let mut s = inner.lock();
-    if s.read_finished {
+    if buf.remaining() == 0 {
         return Poll::Ready(Ok(()));
     }
-    match s.conn.read(buf.remaining()) {
-        Ok(Read::Data(b)) => {
-            // Only a window worth advertising needs the driver.
-            let wake = s.conn.window_update_due();
-            // Copy outside the lock: the driver is not held up by the application's copy.
-            drop(s);
-            let n = b.len().min(buf.remaining());
-            buf.put_slice(&b[..n]);
-            if wake {
-                inner.wake.notify_one();
-            }
+    // The copy happens outside the engine lock: the driver is not held up by it.
+    match poll_read_chunk_inner(inner, cx, buf.remaining()) {
+        Poll::Ready(Ok(Some(b))) => {
+            buf.put_slice(&b);
             Poll::Ready(Ok(()))
         }
-        Ok(Read::Finished) => {
-            s.read_finished = true;
-            Poll::Ready(Ok(()))
-        }
-        Ok(Read::Blocked) => {
-            if let ConnectionState::Failed(e) = &*inner.state.borrow() {
-                return Poll::Ready(Err(conn_err(e.clone())));
-            }
-            s.read_waker = Some(cx.waker().clone());
-            Poll::Pending
-        }
-        Err(e) => Poll::Ready(Err(conn_err(e))),
+        Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -273,6 +256,18 @@ fn poll_write_inner(inner: &Inner, cx: &mut Context<'_>, data: &[u8]) -> Poll<io
         s = inner.lock();
         s.conn.write_bytes(piece)
     };
+    wrote(inner, s, cx, r)
+}
+
+/// What the engine's `write`/`write_bytes` returned, for `poll_write`: after data was taken,
+/// the frames go out from this task where links are idle (`driver::direct_transmit`); with
+/// no room, the task waits to be woken.
+fn wrote(
+    inner: &Inner,
+    mut s: MutexGuard<'_, Shared>,
+    cx: &mut Context<'_>,
+    r: Result<usize, WriteError>,
+) -> Poll<io::Result<usize>> {
     match r {
         Ok(0) => {
             if let ConnectionState::Failed(e) = &*inner.state.borrow() {
@@ -322,6 +317,7 @@ fn poll_read_chunk_inner(
     }
     match s.conn.read(max.max(1)) {
         Ok(Read::Data(b)) => {
+            // Only a window worth advertising needs the driver.
             let wake = s.conn.window_update_due();
             drop(s);
             if wake {
@@ -356,31 +352,8 @@ fn poll_write_chunk_inner(
     }
     let mut s = inner.lock();
     // Takes what fits (and asks to be told when there is room if that is nothing).
-    match s.conn.write_bytes(data.clone()) {
-        Ok(0) => {
-            if let ConnectionState::Failed(e) = &*inner.state.borrow() {
-                return Poll::Ready(Err(conn_err(e.clone())));
-            }
-            s.write_waker = Some(cx.waker().clone());
-            Poll::Pending
-        }
-        Ok(n) => {
-            bytes::Buf::advance(data, n);
-            let jobs = crate::driver::direct_transmit(&mut s, inner.now());
-            drop(s);
-            for job in jobs {
-                job.run();
-            }
-            inner.wake.notify_one();
-            Poll::Ready(Ok(()))
-        }
-        Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::BrokenPipe,
-            "write after shutdown",
-        ))),
-        Err(WriteError::Closed(e)) => Poll::Ready(Err(conn_err(e))),
-        Err(e) => Poll::Ready(Err(io::Error::other(e))),
-    }
+    let r = s.conn.write_bytes(data.clone());
+    wrote(inner, s, cx, r).map_ok(|n| bytes::Buf::advance(data, n))
 }
 
 /// One aggregated connection: a reliable, ordered, full-duplex byte stream over many links.
