@@ -240,6 +240,207 @@ async fn braid_zero_copy(dur: Duration) -> u64 {
     after - before
 }
 
+/// What runs over the loopback socket(s) in a split-ends run.
+#[derive(Clone, Copy, PartialEq)]
+enum Contender {
+    /// `n` raw TCP connections.
+    Raw,
+    /// `n` braid streams over one TCP connection.
+    Braid,
+    /// `n` yamux-crate streams over one TCP connection.
+    Yamux,
+}
+
+/// A connected pair of blocking loopback sockets with TCP_NODELAY and cubic congestion
+/// control (this kernel defaults to bbr; every contender gets cubic).
+fn std_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let s = l.accept().unwrap().0;
+    for x in [&c, &s] {
+        x.set_nodelay(true).unwrap();
+        x.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(x)
+            .set_tcp_congestion(b"cubic")
+            .expect("cubic congestion control");
+    }
+    (c, s)
+}
+
+/// Runs `f` on a new thread with its own single-threaded tokio runtime.
+fn on_own_thread<F, Fut>(f: F) -> std::thread::JoinHandle<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}
+
+/// Bulk with the two ends apart, as two processes would be: the sending end on one thread,
+/// the receiving end on another, each with its own single-threaded runtime (on this 2-core
+/// machine, one core each). In one shared 2-worker runtime, where tasks land decides the
+/// result: one raw TCP connection swings 26-60 Gbit/s between rounds as its sender and
+/// receiver share a worker or not. Returns bytes received per stream during the measured
+/// window; `LAST_CPU_MS` gets the CPU time of the window.
+fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
+    let pairs: Vec<_> = (0..if kind == Contender::Raw { n } else { 1 })
+        .map(|_| std_pair())
+        .collect();
+    let (cs, ss): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    // Both ends set up before either starts (waiting asynchronously: each end's runtime must
+    // keep running its session meanwhile); `started` tells this thread.
+    let ready = Arc::new(tokio::sync::Barrier::new(2));
+    let started = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (stop, ready, started) = (stop.clone(), ready.clone(), started.clone());
+        on_own_thread(move || async move {
+            let socks: Vec<tokio::net::TcpStream> = cs
+                .into_iter()
+                .map(|s| tokio::net::TcpStream::from_std(s).unwrap())
+                .collect();
+            let mut ends: Vec<Box<dyn Io>> = Vec::new();
+            let mut keep: Option<Box<dyn std::any::Any>> = None;
+            match kind {
+                Contender::Raw => ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>)),
+                Contender::Braid => {
+                    let sess = Session::client(socks.into_iter().next().unwrap(), braid_config());
+                    for _ in 0..n {
+                        let mut st = sess.open().await.unwrap();
+                        st.write_all(&[0]).await.unwrap();
+                        st.read_exact(&mut [0u8; 1]).await.unwrap();
+                        ends.push(Box::new(st));
+                    }
+                    keep = Some(Box::new(sess));
+                }
+                Contender::Yamux => {
+                    let peer = YamuxPeer::spawn_with(
+                        socks.into_iter().next().unwrap(),
+                        yamux::Mode::Client,
+                        yamux_config(),
+                    );
+                    for _ in 0..n {
+                        let mut st = peer.open().await;
+                        st.write_all(&[0]).await.unwrap();
+                        st.read_exact(&mut [0u8; 1]).await.unwrap();
+                        ends.push(Box::new(st));
+                    }
+                    keep = Some(Box::new(peer));
+                }
+            }
+            ready.wait().await;
+            started.fetch_add(1, Ordering::Relaxed);
+            let tasks: Vec<_> = ends
+                .into_iter()
+                .map(|mut w| {
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let buf = vec![0x5au8; CHUNK];
+                        while !stop.load(Ordering::Relaxed) {
+                            if w.write_all(&buf).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = w.shutdown().await;
+                        w
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            }
+            drop(keep);
+        })
+    };
+    let receiver = {
+        let (counters, ready, started) = (counters.clone(), ready.clone(), started.clone());
+        on_own_thread(move || async move {
+            let socks: Vec<tokio::net::TcpStream> = ss
+                .into_iter()
+                .map(|s| tokio::net::TcpStream::from_std(s).unwrap())
+                .collect();
+            let mut ends: Vec<Box<dyn Io>> = Vec::new();
+            let mut keep: Option<Box<dyn std::any::Any>> = None;
+            match kind {
+                Contender::Raw => ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>)),
+                Contender::Braid => {
+                    let sess = Session::server(socks.into_iter().next().unwrap(), braid_config());
+                    for _ in 0..n {
+                        let mut st = sess.accept().await.unwrap();
+                        let mut b = [0u8; 1];
+                        st.read_exact(&mut b).await.unwrap();
+                        st.write_all(&b).await.unwrap();
+                        ends.push(Box::new(st));
+                    }
+                    keep = Some(Box::new(sess));
+                }
+                Contender::Yamux => {
+                    let mut peer = YamuxPeer::spawn_with(
+                        socks.into_iter().next().unwrap(),
+                        yamux::Mode::Server,
+                        yamux_config(),
+                    );
+                    for _ in 0..n {
+                        let mut st = peer.accept().await.unwrap();
+                        let mut b = [0u8; 1];
+                        st.read_exact(&mut b).await.unwrap();
+                        st.write_all(&b).await.unwrap();
+                        ends.push(Box::new(st));
+                    }
+                    keep = Some(Box::new(peer));
+                }
+            }
+            ready.wait().await;
+            started.fetch_add(1, Ordering::Relaxed);
+            let tasks: Vec<_> = ends
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut r)| {
+                    let counters = counters.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; CHUNK];
+                        loop {
+                            match r.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => {
+                                    counters[i].fetch_add(k as u64, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        r
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            }
+            drop(keep);
+        })
+    };
+    let t0 = Instant::now();
+    while started.load(Ordering::Relaxed) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "split bulk setup hung");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = cpu_time();
+    let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    std::thread::sleep(dur);
+    let after: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    record_cpu(cpu);
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    receiver.join().unwrap();
+    before.iter().zip(after).map(|(b, a)| a - b).collect()
+}
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -518,7 +719,9 @@ fn main() {
     // Optional section filter: `-- bulk1 bulk100 idle open echo rtt`.
     let only: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["idle", "bulk1", "bulk100", "open", "echo", "rtt"].contains(&a.as_str()))
+        .filter(|a| {
+            ["split", "idle", "bulk1", "bulk100", "open", "echo", "rtt"].contains(&a.as_str())
+        })
         .collect();
     // `MUX_BENCH_ONLY=raw|braid|braid-chunks|yamux`: run only that contender in bulk1 and
     // bulk100 (for profiling).
@@ -529,6 +732,76 @@ fn main() {
     } else {
         Duration::from_secs(3)
     };
+    if run("split") {
+        println!("# bulk with each end on its own thread and runtime (like two processes), cubic");
+        let rounds = if quick { 3 } else { 5 };
+        for n in [1usize, 100] {
+            println!("\n## {n} bulk stream(s), one session, vs {n} raw TCP connection(s)");
+            let (mut raw, mut br, mut ya) = (Runs::default(), Runs::default(), Runs::default());
+            let (mut bfair, mut yfair) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                for (kind, runs) in [
+                    (Contender::Raw, &mut raw),
+                    (Contender::Braid, &mut br),
+                    (Contender::Yamux, &mut ya),
+                ] {
+                    if profile.as_deref().is_some_and(|p| {
+                        p != match kind {
+                            Contender::Raw => "raw",
+                            Contender::Braid => "braid",
+                            Contender::Yamux => "yamux",
+                        }
+                    }) {
+                        continue;
+                    }
+                    let per = split_bulk(kind, n, dur);
+                    runs.push(per.iter().sum(), dur);
+                    match kind {
+                        Contender::Braid => bfair.push(fairness(&per)),
+                        Contender::Yamux => yfair.push(fairness(&per)),
+                        Contender::Raw => {}
+                    }
+                }
+            }
+            println!(
+                "rounds (Gbit/s): raw {:.2?} braid {:.2?} yamux {:.2?}",
+                raw.gbit, br.gbit, ya.gbit
+            );
+            let (b, bs) = ratios(&br.gbit, &raw.gbit);
+            let (y, ys) = ratios(&ya.gbit, &raw.gbit);
+            let (by, _) = ratios(&br.gbit, &ya.gbit);
+            let (be, _) = ratios(&br.per_cpu, &raw.per_cpu);
+            let (ye, _) = ratios(&ya.per_cpu, &raw.per_cpu);
+            println!(
+                "braid {:.0}% of raw TCP ({}) | yamux {:.0}% ({}) | braid/yamux {by:.2}x",
+                b * 100.0,
+                pct(&bs),
+                y * 100.0,
+                pct(&ys)
+            );
+            println!(
+                "Gbit per CPU-second, ratio to raw: braid {:.0}% | yamux {:.0}% (medians: raw {:.1}, braid {:.1}, yamux {:.1})",
+                be * 100.0,
+                ye * 100.0,
+                raw.efficiency(),
+                br.efficiency(),
+                ya.efficiency()
+            );
+            if n > 1 {
+                let worst = |f: &[(f64, f64)]| {
+                    (
+                        f.iter().map(|x| x.0).fold(f64::INFINITY, f64::min),
+                        f.iter().map(|x| x.1).fold(0.0, f64::max),
+                    )
+                };
+                let ((bmin, bmax), (ymin, ymax)) = (worst(&bfair), worst(&yfair));
+                println!(
+                    "per-stream min/max of mean (worst round): braid {bmin:.2}/{bmax:.2} | yamux {ymin:.2}/{ymax:.2}"
+                );
+            }
+        }
+        println!();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
