@@ -268,18 +268,22 @@ fn std_pair() -> (std::net::TcpStream, std::net::TcpStream) {
 }
 
 /// Runs `f` on a new thread with its own single-threaded tokio runtime.
-fn on_own_thread<F, Fut>(f: F) -> std::thread::JoinHandle<()>
+fn on_own_thread<F, Fut>(name: &str, f: F) -> std::thread::JoinHandle<()>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
+    // Named, so profiles tell the two ends apart (`perf report --sort comm`).
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f())
+        })
+        .unwrap()
 }
 
 /// Bulk with the two ends apart, as two processes would be: the sending end on one thread,
@@ -301,7 +305,7 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
     let started = Arc::new(AtomicU64::new(0));
     let sender = {
         let (stop, ready, started) = (stop.clone(), ready.clone(), started.clone());
-        on_own_thread(move || async move {
+        on_own_thread("sender", move || async move {
             let socks: Vec<tokio::net::TcpStream> = cs
                 .into_iter()
                 .map(|s| tokio::net::TcpStream::from_std(s).unwrap())
@@ -309,7 +313,9 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
             let mut ends: Vec<Box<dyn Io>> = Vec::new();
             let mut keep: Option<Box<dyn std::any::Any>> = None;
             match kind {
-                Contender::Raw => ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>)),
+                Contender::Raw => {
+                    ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>))
+                }
                 Contender::Braid => {
                     let sess = Session::client(socks.into_iter().next().unwrap(), braid_config());
                     for _ in 0..n {
@@ -361,7 +367,7 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
     };
     let receiver = {
         let (counters, ready, started) = (counters.clone(), ready.clone(), started.clone());
-        on_own_thread(move || async move {
+        on_own_thread("receiver", move || async move {
             let socks: Vec<tokio::net::TcpStream> = ss
                 .into_iter()
                 .map(|s| tokio::net::TcpStream::from_std(s).unwrap())
@@ -369,7 +375,9 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
             let mut ends: Vec<Box<dyn Io>> = Vec::new();
             let mut keep: Option<Box<dyn std::any::Any>> = None;
             match kind {
-                Contender::Raw => ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>)),
+                Contender::Raw => {
+                    ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>))
+                }
                 Contender::Braid => {
                     let sess = Session::server(socks.into_iter().next().unwrap(), braid_config());
                     for _ in 0..n {
@@ -426,7 +434,10 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
     };
     let t0 = Instant::now();
     while started.load(Ordering::Relaxed) < 2 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "split bulk setup hung");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "split bulk setup hung"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -756,6 +767,14 @@ fn main() {
                     }
                     let per = split_bulk(kind, n, dur);
                     runs.push(per.iter().sum(), dur);
+                    if std::env::var("MUX_BENCH_DEBUG").is_ok() && n > 1 {
+                        let mean = per.iter().sum::<u64>() as f64 / per.len() as f64;
+                        let v: Vec<String> = per
+                            .iter()
+                            .map(|x| format!("{:.2}", *x as f64 / mean))
+                            .collect();
+                        eprintln!("per-stream share: {}", v.join(" "));
+                    }
                     match kind {
                         Contender::Braid => bfair.push(fairness(&per)),
                         Contender::Yamux => yfair.push(fairness(&per)),

@@ -1,7 +1,8 @@
 //! Runtime benchmarks on loopback, with raw TCP measured in the same run:
 //!
 //! - bulk throughput of one aggregated connection over 1 and 4 links, plaintext and
-//!   encrypted, and CPU seconds per GB (both ends are in this process); through
+//!   encrypted, and CPU seconds per GB (both ends in this process, each on its own thread
+//!   and single-threaded runtime, as two processes would be); through
 //!   `AsyncRead`/`AsyncWrite`, and ("chunks") through `write_chunk`/`read_chunk`;
 //! - 64-byte echo round trips through an idle connection.
 //!
@@ -146,22 +147,68 @@ fn median_figure(v: &mut [Figure]) -> Figure {
     }
 }
 
-/// Runs the sender on a runtime worker like the receiver (not on the thread blocked in
-/// `block_on`): both contenders get the same two worker threads and nothing else.
-async fn spawned_pump<W: AsyncWriteExt + Unpin + Send + 'static>(w: W, total: u64) {
-    tokio::spawn(pump(w, total)).await.unwrap();
+/// Runs the receiving end and the sending end apart, each on its own thread with its own
+/// single-threaded runtime, as two processes would (on this 2-core machine, a core each).
+/// In one shared multi-threaded runtime, where tasks land decided the result: raw TCP swung
+/// 12-52 Gbit/s between rounds as its sender and receiver shared a worker or not.
+///
+/// `server` publishes its address and returns the bytes it received; `client` gets the
+/// address and a signal that the server has everything, and returns a `Meter` started right
+/// before it sent (its runtime keeps running until the server is done).
+fn apart<S, SF, C, CF>(server: S, client: C) -> (u64, Meter)
+where
+    S: FnOnce(std::sync::mpsc::Sender<std::net::SocketAddr>) -> SF + Send + 'static,
+    SF: std::future::Future<Output = u64>,
+    C: FnOnce(std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>) -> CF + Send + 'static,
+    CF: std::future::Future<Output = Meter>,
+{
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // Named, so profiles tell the two ends apart (`perf report --sort comm`).
+    let server = std::thread::Builder::new()
+        .name("receiver".into())
+        .spawn(move || {
+            runtime().block_on(async move {
+                let n = server(addr_tx).await;
+                let _ = done_tx.send(());
+                n
+            })
+        })
+        .unwrap();
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server address");
+    let client = std::thread::Builder::new()
+        .name("sender".into())
+        .spawn(move || runtime().block_on(client(addr, done_rx)))
+        .unwrap();
+    let meter = client.join().unwrap();
+    (server.join().unwrap(), meter)
 }
 
-async fn raw_tcp(total: u64) -> Figure {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let server = tokio::spawn(async move { sink(l.accept().await.unwrap().0).await });
-    let m = Meter::start();
-    let s = TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    cubic(&s);
-    spawned_pump(s, total).await;
-    let got = server.await.unwrap();
+fn raw_tcp(total: u64) -> Figure {
+    let (got, m) = apart(
+        |addr| async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr.send(l.local_addr().unwrap()).unwrap();
+            sink(l.accept().await.unwrap().0).await
+        },
+        move |addr, done| async move {
+            let s = TcpStream::connect(addr).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            cubic(&s);
+            let m = Meter::start();
+            pump(s, total).await;
+            let _ = done.await;
+            m
+        },
+    );
     assert_eq!(got, total);
     m.finish(total)
 }
@@ -206,44 +253,51 @@ async fn chunk_pump(mut conn: braid::Connection, total: u64) {
     conn.shutdown().await.unwrap();
 }
 
-async fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -> Figure {
+fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -> Figure {
     let key = Key::generate();
-    let (addr, mut l) = braid_server(security, &key).await;
-    let server = tokio::spawn(async move {
-        let conn = l.accept().await.unwrap();
-        match api {
-            Api::Io => sink(conn).await,
-            Api::Chunks => chunk_sink(conn).await,
-        }
-    });
-    let mut c = ClientConfig::new(key);
-    c.security = security;
-    c.engine.crc = crc;
-    if let Some(us) = std::env::var("BENCH_WINDOW_RTT_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        c.engine.window_rtt_floor = Duration::from_micros(us);
-    }
-    if let Some(b) = std::env::var("BENCH_SEND_BUFFER")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        c.engine.send_buffer = b;
-    }
-    let spec = format!("tcp://{addr}?count={links}&cc=cubic")
-        .parse()
-        .unwrap();
-    let conn = connect(&[spec], c).await.unwrap();
-    while conn.handle().links().len() < links as usize {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let m = Meter::start();
-    match api {
-        Api::Io => spawned_pump(conn, total).await,
-        Api::Chunks => tokio::spawn(chunk_pump(conn, total)).await.unwrap(),
-    }
-    let got = server.await.unwrap();
+    let server_key = key.clone();
+    let (got, m) = apart(
+        move |addr| async move {
+            let (a, mut l) = braid_server(security, &server_key).await;
+            addr.send(a).unwrap();
+            let conn = l.accept().await.unwrap();
+            match api {
+                Api::Io => sink(conn).await,
+                Api::Chunks => chunk_sink(conn).await,
+            }
+        },
+        move |addr, done| async move {
+            let mut c = ClientConfig::new(key);
+            c.security = security;
+            c.engine.crc = crc;
+            if let Some(us) = std::env::var("BENCH_WINDOW_RTT_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                c.engine.window_rtt_floor = Duration::from_micros(us);
+            }
+            if let Some(b) = std::env::var("BENCH_SEND_BUFFER")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                c.engine.send_buffer = b;
+            }
+            let spec = format!("tcp://{addr}?count={links}&cc=cubic")
+                .parse()
+                .unwrap();
+            let conn = connect(&[spec], c).await.unwrap();
+            while conn.handle().links().len() < links as usize {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let m = Meter::start();
+            match api {
+                Api::Io => pump(conn, total).await,
+                Api::Chunks => chunk_pump(conn, total).await,
+            }
+            let _ = done.await;
+            m
+        },
+    );
     assert_eq!(got, total);
     m.finish(total)
 }
@@ -304,7 +358,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         println!(
-            "loopback bulk, {mb} MB one way, both ends in this process ({} cores)",
+            "loopback bulk, {mb} MB one way; each end on its own thread and runtime, as two processes ({} cores)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!(
@@ -344,9 +398,9 @@ fn main() {
                         others: 0.0,
                     }
                 } else {
-                    raw_tcp(total).await
+                    raw_tcp(total)
                 };
-                let braid = braid_bulk(links, sec, crc, api, total).await;
+                let braid = braid_bulk(links, sec, crc, api, total);
                 if std::env::var("BENCH_VERBOSE").is_ok() {
                     println!(
                         "    round: raw {:.2} Gbit/s, braid {:.2} Gbit/s (other processes: {:.2} / {:.2} CPUs)",
