@@ -11,7 +11,8 @@
 //! `cargo bench -p braid --bench runtime`. `BENCH_MB` sets the transfer size (default 1000),
 //! `BENCH_ROUNDS` how many raw/braid pairs run per line (default 5; medians are printed, and
 //! the % is the median of the per-round ratios), `BENCH_ONLY=text` runs only matching lines,
-//! `BENCH_NO_RAW=1` skips the baseline (to profile braid alone), `BENCH_VERBOSE=1` prints
+//! `BENCH_NO_RAW=1` skips the baseline (to profile braid alone), `BENCH_NO_BRAID=1` skips
+//! braid (to profile the baseline), `BENCH_VERBOSE=1` prints
 //! every round. A round during which other processes used a fifth of a CPU or more is
 //! repeated (at most `BENCH_ROUNDS` extra times); if none was clean the line says so.
 
@@ -155,7 +156,7 @@ fn median_figure(v: &mut [Figure]) -> Figure {
 /// `server` publishes its address and returns the bytes it received; `client` gets the
 /// address and a signal that the server has everything, and returns a `Meter` started right
 /// before it sent (its runtime keeps running until the server is done).
-fn apart<S, SF, C, CF>(server: S, client: C) -> (u64, Meter)
+fn apart<S, SF, C, CF>(name: &str, server: S, client: C) -> (u64, Meter)
 where
     S: FnOnce(std::sync::mpsc::Sender<std::net::SocketAddr>) -> SF + Send + 'static,
     SF: std::future::Future<Output = u64>,
@@ -185,7 +186,7 @@ where
         .recv_timeout(Duration::from_secs(30))
         .expect("server address");
     let client = std::thread::Builder::new()
-        .name("sender".into())
+        .name(format!("{name}-sender"))
         .spawn(move || runtime().block_on(client(addr, done_rx)))
         .unwrap();
     let meter = client.join().unwrap();
@@ -194,6 +195,7 @@ where
 
 fn raw_tcp(total: u64) -> Figure {
     let (got, m) = apart(
+        "raw",
         |addr| async move {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr.send(l.local_addr().unwrap()).unwrap();
@@ -257,6 +259,7 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
     let key = Key::generate();
     let server_key = key.clone();
     let (got, m) = apart(
+        "braid",
         move |addr| async move {
             let (a, mut l) = braid_server(security, &server_key).await;
             addr.send(a).unwrap();
@@ -281,6 +284,12 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
                 .and_then(|v| v.parse().ok())
             {
                 c.engine.send_buffer = b;
+            }
+            if let Some(b) = std::env::var("BENCH_UNSENT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                c.engine.unsent_limit = b;
             }
             let spec = format!("tcp://{addr}?count={links}&cc=cubic")
                 .parse()
@@ -400,7 +409,11 @@ fn main() {
                 } else {
                     raw_tcp(total)
                 };
-                let braid = braid_bulk(links, sec, crc, api, total);
+                let braid = if std::env::var("BENCH_NO_BRAID").is_ok() {
+                    raw.clone()
+                } else {
+                    braid_bulk(links, sec, crc, api, total)
+                };
                 if std::env::var("BENCH_VERBOSE").is_ok() {
                     println!(
                         "    round: raw {:.2} Gbit/s, braid {:.2} Gbit/s (other processes: {:.2} / {:.2} CPUs)",

@@ -105,7 +105,10 @@ impl Connection {
     /// A connection with no links yet.
     pub fn new(config: Config, now: Time) -> Self {
         let recv = ReorderBuffer::new(config.recv_window);
-        let send = SendBuffer::new(config.send_buffer);
+        let send = SendBuffer::new(
+            config.send_buffer,
+            config.unsent_limit.max(config.chunk_size as u64),
+        );
         Connection {
             window_advertised: recv.window_end(),
             // Until the peer's first Ack, assume it uses our window size.
@@ -321,10 +324,7 @@ impl Connection {
             }
         }
         self.stats.bytes_acked += self.send.ack_cumulative(cumulative);
-        if self.writable_wanted && self.send.room() > 0 {
-            self.writable_wanted = false;
-            self.events.push_back(Event::Writable);
-        }
+        self.check_writable_event();
         self.check_closed();
         Ok(())
     }
@@ -407,7 +407,9 @@ impl Connection {
         max: usize,
         out: &mut Vec<u8>,
     ) -> usize {
-        self.transmit_into(link, now, max, out)
+        let n = self.transmit_into(link, now, max, out);
+        self.check_writable_event();
+        n
     }
 
     /// Like [`Connection::poll_transmit`], but without copying payloads: appends segments
@@ -427,7 +429,33 @@ impl Connection {
         };
         let n = self.transmit_into(link, now, max, &mut sink);
         sink.flush();
+        self.check_writable_event();
         n
+    }
+
+    /// Data handed to links makes room under the unsent limit, as acknowledgements make
+    /// room under `send_buffer`: a writer waiting for either is told.
+    ///
+    /// The unsent limit is `Config::unsent_limit`, or, if more, what all links together
+    /// deliver in two of the slowest link's round trips: the backlog the scheduler needs to
+    /// see for every link to be worth using (a shorter one leaves slow links idle).
+    fn check_writable_event(&mut self) {
+        let init = self.config.initial_link_window;
+        let (mut rate, mut rtt) = (0.0f64, Duration::ZERO);
+        for l in self.links.values().filter(|l| l.state == LinkState::Active) {
+            rate += l.rate(init);
+            rtt = rtt.max(l.srtt());
+        }
+        let backlog = (2.0 * rate * rtt.as_secs_f64()).min(u64::MAX as f64 / 2.0) as u64;
+        self.send.set_unsent_limit(
+            backlog
+                .max(self.config.unsent_limit)
+                .max(self.config.chunk_size as u64),
+        );
+        if self.writable_wanted && self.send.room() > 0 {
+            self.writable_wanted = false;
+            self.events.push_back(Event::Writable);
+        }
     }
 
     fn transmit_into(&mut self, link: LinkId, now: Time, max: usize, out: &mut impl Sink) -> usize {

@@ -29,6 +29,7 @@ pub fn run_ops(input: &[u8]) {
         chunk_size: 512,
         recv_window: 4096,
         send_buffer: 8192,
+        unsent_limit: 3000,
         initial_link_window: 2048,
         ..Config::default()
     };

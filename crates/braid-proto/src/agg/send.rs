@@ -27,10 +27,12 @@ pub(crate) struct SentChunk {
 const BLOCK: usize = 256 * 1024;
 
 /// Everything the sender holds. Its size (unsent + unacknowledged) is bounded by
-/// `Config::send_buffer`: [`SendBuffer::write`] takes only what fits.
+/// `Config::send_buffer`, its unsent part by `Config::unsent_limit`: [`SendBuffer::write`]
+/// takes only what fits.
 #[derive(Debug)]
 pub(crate) struct SendBuffer {
     limit: u64,
+    unsent_limit: u64,
     /// Unsent bytes in full blocks, oldest first, then those in `tail`.
     unsent: VecDeque<Bytes>,
     /// The block being filled (its spare capacity takes the next writes); `None` before the
@@ -53,9 +55,10 @@ pub(crate) struct SendBuffer {
 }
 
 impl SendBuffer {
-    pub fn new(limit: u64) -> Self {
+    pub fn new(limit: u64, unsent_limit: u64) -> Self {
         SendBuffer {
             limit,
+            unsent_limit,
             unsent: VecDeque::new(),
             tail: None,
             // Enough to track every block the limit lets live at once.
@@ -72,13 +75,20 @@ impl SendBuffer {
         }
     }
 
+    /// Sets the most unsent bytes [`SendBuffer::write`] lets accumulate.
+    pub fn set_unsent_limit(&mut self, n: u64) {
+        self.unsent_limit = n;
+    }
+
     /// Unsent plus unacknowledged bytes.
     pub fn buffered(&self) -> u64 {
         self.unsent_len + self.unacked_bytes
     }
 
     pub fn room(&self) -> u64 {
-        self.limit.saturating_sub(self.buffered())
+        self.limit
+            .saturating_sub(self.buffered())
+            .min(self.unsent_limit.saturating_sub(self.unsent_len))
     }
 
     pub fn write(&mut self, data: &[u8]) -> usize {
@@ -302,7 +312,7 @@ mod tests {
 
     #[test]
     fn limit_bounds_unsent_plus_unacked() {
-        let mut s = SendBuffer::new(100);
+        let mut s = SendBuffer::new(100, u64::MAX);
         assert_eq!(s.write(&[1; 60]), 60);
         assert_eq!(s.write(&[2; 60]), 40);
         let (seq, d, fin) = s.cut(30, u64::MAX).unwrap();
@@ -314,8 +324,21 @@ mod tests {
     }
 
     #[test]
+    fn unsent_limit_bounds_unsent_only() {
+        let mut s = SendBuffer::new(1000, 100);
+        assert_eq!(s.write(&[1; 150]), 100);
+        assert_eq!(s.write_bytes(Bytes::from_static(&[2; 10])), 0);
+        let (seq, d, fin) = s.cut(30, u64::MAX).unwrap();
+        s.insert(seq, d, fin, LinkId(0), Time::ZERO);
+        // Sent but unacknowledged data does not count against the unsent limit.
+        assert_eq!(s.room(), 30);
+        assert_eq!(s.write(&[3; 50]), 30);
+        assert_eq!(s.buffered(), 130);
+    }
+
+    #[test]
     fn blocks_keep_order_and_never_copy_unsent_bytes() {
-        let mut s = SendBuffer::new(u64::MAX);
+        let mut s = SendBuffer::new(u64::MAX, u64::MAX);
         let data: Vec<u8> = (0..3 * BLOCK + 1000).map(|i| (i % 251) as u8).collect();
         // Writes of odd sizes, interleaved with cuts, across block boundaries.
         let mut written = 0;
@@ -338,7 +361,7 @@ mod tests {
 
     #[test]
     fn write_bytes_keeps_order_with_copied_writes() {
-        let mut s = SendBuffer::new(100);
+        let mut s = SendBuffer::new(100, u64::MAX);
         s.write(b"ab");
         assert_eq!(s.write_bytes(Bytes::from_static(b"cd")), 2);
         s.write(b"ef");
@@ -357,7 +380,7 @@ mod tests {
 
     #[test]
     fn window_limits_cut_and_fin_marks_last_chunk() {
-        let mut s = SendBuffer::new(1000);
+        let mut s = SendBuffer::new(1000, u64::MAX);
         s.write(&[0; 50]);
         s.finish();
         assert!(s.cut(100, 20).is_some_and(|(_, d, f)| d.len() == 20 && !f));
@@ -369,7 +392,7 @@ mod tests {
 
     #[test]
     fn bare_fin_after_everything_sent() {
-        let mut s = SendBuffer::new(1000);
+        let mut s = SendBuffer::new(1000, u64::MAX);
         s.write(&[0; 10]);
         let (_, d, fin) = s.cut(100, 1000).unwrap();
         assert!(!fin && d.len() == 10);
@@ -379,7 +402,7 @@ mod tests {
 
     #[test]
     fn cumulative_ack_keeps_fin_marker_at_boundary() {
-        let mut s = SendBuffer::new(1000);
+        let mut s = SendBuffer::new(1000, u64::MAX);
         s.write(&[0; 10]);
         let (q, d, f) = s.cut(100, 1000).unwrap();
         s.insert(q, d, f, LinkId(0), Time::ZERO);
@@ -394,7 +417,7 @@ mod tests {
 
     #[test]
     fn lost_chunk_is_resent_unless_another_copy_flies() {
-        let mut s = SendBuffer::new(1000);
+        let mut s = SendBuffer::new(1000, u64::MAX);
         s.write(&[0; 10]);
         let (q, d, f) = s.cut(100, 1000).unwrap();
         s.insert(q, d, f, LinkId(0), Time::ZERO);

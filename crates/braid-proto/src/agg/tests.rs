@@ -300,6 +300,8 @@ fn stopped_reader_stops_sender_within_window() {
     let config = Config {
         recv_window: 1 << 20,
         send_buffer: 2 << 20,
+        // Only the send buffer bounds the write below.
+        unsent_limit: u64::MAX,
         ..Config::default()
     };
     let mut p = Pair::new(config.clone());
@@ -536,7 +538,11 @@ fn vectored_transmit_and_owned_input_match_the_copying_paths() {
 /// graceful leave on both sides (the side that already sent LinkClose keeps acknowledging).
 #[test]
 fn removed_link_closes_on_both_sides_with_data_in_flight() {
-    let mut p = Pair::new(Config::default());
+    // Everything is written at once.
+    let mut p = Pair::new(Config {
+        unsent_limit: u64::MAX,
+        ..Config::default()
+    });
     p.add_link(40.0, 5);
     p.add_link(20.0, 15);
     let size = 4_000_000u64;
@@ -580,5 +586,73 @@ fn removed_link_closes_on_both_sides_with_data_in_flight() {
     assert_eq!(
         p.ends[0].link_stats(a).and_then(|s| s.state),
         Some(LinkState::Closed)
+    );
+}
+
+#[test]
+fn unsent_limit_keeps_an_event_driven_writer_at_link_rate() {
+    // A writer that, once refused, writes again only on `Event::Writable` (as the driver
+    // does), under a small unsent limit: the link stays full, and the send buffer holds
+    // about two round trips of unsent data instead of everything written.
+    let mut p = Pair::new(Config {
+        unsent_limit: 64 * 1024,
+        ..Config::default()
+    });
+    p.add_link(100.0, 5);
+    let size = 2_000_000u64;
+    let (mut written, mut read, mut waiting) = (0u64, 0u64, false);
+    let deadline = Time::ZERO + Duration::from_secs(10);
+    let data = [7u8; 32 * 1024];
+    while read < size {
+        while !waiting && written < size {
+            let n = (size - written).min(data.len() as u64) as usize;
+            let took = p.ends[0].write(&data[..n]).unwrap();
+            written += took as u64;
+            waiting = took < n;
+        }
+        if written == size {
+            let _ = p.ends[0].finish();
+        }
+        while let Some(ev) = p.ends[0].poll_event() {
+            if matches!(ev, Event::Writable) {
+                waiting = false;
+            }
+        }
+        while let Read::Data(d) = p.ends[1].read(usize::MAX).unwrap() {
+            read += d.len() as u64;
+        }
+        assert!(
+            p.step(deadline),
+            "stalled at {:?} with {read}/{size} read",
+            p.now
+        );
+    }
+    // 2 MB at 100 Mbit/s is 0.16 s, plus the 5 ms path (167 ms measured).
+    assert!(p.now < Time::from_micros(200_000), "took {:?}", p.now);
+    // Unsent data stays near two round trips' worth (250 kB here), in flight near the
+    // window: without the limit, the whole 2 MB would have been taken at once.
+    let peak = p.ends[0].stats().send_buffered_peak;
+    assert!(peak < 1 << 20, "send buffer peaked at {peak}");
+}
+
+#[test]
+fn data_taken_by_a_link_makes_the_connection_writable_at_once() {
+    let mut p = Pair::new(Config {
+        unsent_limit: 64 * 1024,
+        ..Config::default()
+    });
+    p.add_link(100.0, 5);
+    let big = vec![7u8; 4 << 20];
+    let took = p.ends[0].write(&big).unwrap();
+    assert!(took < big.len(), "the unsent limit holds the write back");
+    let writable = |p: &mut Pair| {
+        std::iter::from_fn(|| p.ends[0].poll_event()).any(|e| matches!(e, Event::Writable))
+    };
+    assert!(!writable(&mut p));
+    // The link takes data (no acknowledgement has come back yet): room again.
+    p.pump();
+    assert!(
+        writable(&mut p),
+        "a writer must not wait for acknowledgements"
     );
 }
