@@ -173,7 +173,7 @@ where
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     // Named, so profiles tell the two ends apart (`perf report --sort comm`).
     let server = std::thread::Builder::new()
-        .name("receiver".into())
+        .name(format!("{name}-receiver"))
         .spawn(move || {
             runtime().block_on(async move {
                 let n = server(addr_tx).await;
