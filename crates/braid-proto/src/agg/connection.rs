@@ -452,7 +452,7 @@ impl Connection {
                 .max(self.config.unsent_limit)
                 .max(self.config.chunk_size as u64),
         );
-        if self.writable_wanted && self.send.room() > 0 {
+        if self.writable_wanted && self.send.writable() {
             self.writable_wanted = false;
             self.events.push_back(Event::Writable);
         }

@@ -75,6 +75,14 @@ impl SendBuffer {
         }
     }
 
+    /// Whether a writer waiting for room should be woken: a quarter of the smaller limit is
+    /// free. Waking at the first free byte would have it write (and the links send) a
+    /// trickle of tiny pieces, like TCP's silly window syndrome: a 1 MiB unsent limit then
+    /// halved loopback throughput.
+    pub fn writable(&self) -> bool {
+        self.room() >= (self.limit.min(self.unsent_limit) / 4).max(1)
+    }
+
     /// Sets the most unsent bytes [`SendBuffer::write`] lets accumulate.
     pub fn set_unsent_limit(&mut self, n: u64) {
         self.unsent_limit = n;
