@@ -436,20 +436,22 @@ impl Connection {
     /// Data handed to links makes room under the unsent limit, as acknowledgements make
     /// room under `send_buffer`: a writer waiting for either is told.
     ///
-    /// The unsent limit is `Config::unsent_limit`, or, if more, what all links together
-    /// deliver in two of the slowest link's round trips: the backlog the scheduler needs to
-    /// see for every link to be worth using (a shorter one leaves slow links idle).
+    /// The unsent limit is `Config::unsent_limit` per active link (as each TCP socket has its
+    /// own), or, if more, what all links together deliver in two of the slowest link's round
+    /// trips: the backlog the scheduler needs to see for every link to be worth using (a
+    /// shorter one leaves slow links idle).
     fn check_writable_event(&mut self) {
         let init = self.config.initial_link_window;
-        let (mut rate, mut rtt) = (0.0f64, Duration::ZERO);
+        let (mut rate, mut rtt, mut active) = (0.0f64, Duration::ZERO, 0u64);
         for l in self.links.values().filter(|l| l.state == LinkState::Active) {
             rate += l.rate(init);
             rtt = rtt.max(l.srtt());
+            active += 1;
         }
         let backlog = (2.0 * rate * rtt.as_secs_f64()).min(u64::MAX as f64 / 2.0) as u64;
         self.send.set_unsent_limit(
             backlog
-                .max(self.config.unsent_limit)
+                .max(self.config.unsent_limit.saturating_mul(active.max(1)))
                 .max(self.config.chunk_size as u64),
         );
         if self.writable_wanted && self.send.writable() {
