@@ -372,16 +372,16 @@ fn data_beyond_window_is_a_protocol_error() {
 }
 
 #[test]
-fn reader_gets_window_back_after_half_a_window() {
+fn reader_gets_window_back_after_a_quarter_window() {
     let mut m = Mock::new(Side::Server);
     m.send(data(1, Flags::SYN, 0), &[]).unwrap();
     let id = m.conn.accept().unwrap();
     m.recv();
-    let half = INITIAL_WINDOW as usize / 2;
-    m.send(data(1, Flags::NONE, half - 1), &vec![1; half - 1])
+    let quarter = INITIAL_WINDOW as usize / 4;
+    m.send(data(1, Flags::NONE, quarter - 1), &vec![1; quarter - 1])
         .unwrap();
     m.read_all(id);
-    assert_eq!(m.headers(), vec![], "no update below half a window");
+    assert_eq!(m.headers(), vec![], "no update below a quarter window");
     m.send(data(1, Flags::NONE, 1), &[1]).unwrap();
     m.now += Duration::from_secs(10); // slow reader: no growth
     m.read_all(id);
@@ -391,7 +391,7 @@ fn reader_gets_window_back_after_half_a_window() {
         .into_iter()
         .filter(|h| h.ty != FrameType::Ping)
         .collect();
-    assert_eq!(updates, vec![wu(1, Flags::NONE, half as u32)]);
+    assert_eq!(updates, vec![wu(1, Flags::NONE, quarter as u32)]);
     assert_eq!(m.conn.stream_recv_window(id), Some(INITIAL_WINDOW));
 }
 

@@ -45,6 +45,10 @@ pub(crate) struct StreamWakers {
     pub(crate) wire_queued: bool,
     /// Woken from `wire_waiters`: may write directly although others still wait.
     pub(crate) wire_pass: bool,
+    /// Had its turn at the transport but no flow-control credit to use it: it queues at the
+    /// front once credit comes (a stream whose window update came late would otherwise
+    /// lose a whole round, and get two thirds of the others' share).
+    pub(crate) wire_owed: bool,
 }
 
 /// Everything behind the lock.

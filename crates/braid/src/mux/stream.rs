@@ -405,6 +405,7 @@ impl AsyncWrite for Stream {
                             drop(wire);
                             if pass {
                                 st.wake_wire_waiters();
+                                st.wakers.entry(this.id).or_default().wire_owed = true;
                             }
                             let w = st.wakers.entry(this.id).or_default();
                             if !w.write.as_ref().is_some_and(|r| r.will_wake(cx.waker())) {
@@ -417,13 +418,18 @@ impl AsyncWrite for Stream {
                 }
                 _ => {
                     if st.conn.write_room(this.id).is_ok() {
-                        st.wait_for_wire(this.id, cx, pass);
+                        let owed = st
+                            .wakers
+                            .get_mut(&this.id)
+                            .is_some_and(|w| std::mem::take(&mut w.wire_owed));
+                        st.wait_for_wire(this.id, cx, pass || owed);
                         return Poll::Pending;
                     }
                     // No room (the waker is registered for it below) or an error: the turn
-                    // goes on to the next in line.
+                    // goes on to the next in line, and this stream is owed one.
                     if pass {
                         st.wake_wire_waiters();
+                        st.wakers.entry(this.id).or_default().wire_owed = true;
                     }
                 }
             }
