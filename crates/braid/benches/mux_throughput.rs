@@ -743,6 +743,21 @@ fn main() {
     } else {
         Duration::from_secs(3)
     };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // First: RSS growth is only meaningful before other sections' memory was freed into
+    // the allocator (it would be reused, and the growth undercounted).
+    if run("idle") {
+        rt.block_on(async {
+            println!("## 10,000 idle streams: RSS per stream (both ends in this process)");
+            let b = idle_rss(&Kind::Braid, 10_000).await;
+            let y = idle_rss(&Kind::Yamux, 10_000).await;
+            println!("braid {:.0} B/stream | yamux {:.0} B/stream\n", b, y);
+        });
+    }
     if run("split") {
         println!("# bulk with each end on its own thread and runtime (like two processes), cubic");
         let rounds = if quick { 3 } else { 5 };
@@ -821,20 +836,8 @@ fn main() {
         }
         println!();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     rt.block_on(async {
         println!("# mux benchmarks (loopback TCP, 2 tokio workers, measure {dur:?})");
-
-        if run("idle") {
-        println!("\n## 10,000 idle streams: RSS per stream (both ends in this process)");
-        let b = idle_rss(&Kind::Braid, 10_000).await;
-        let y = idle_rss(&Kind::Yamux, 10_000).await;
-        println!("braid {:.0} B/stream | yamux {:.0} B/stream", b, y);
-        }
 
         if run("bulk1") {
         println!("\n## one bulk stream (median of interleaved rounds)");
