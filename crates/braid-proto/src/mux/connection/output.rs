@@ -115,11 +115,10 @@ impl Connection {
         if s.grant_pending {
             s.grant_pending = false;
             if !s.fin_received {
-                // credit + buffered + consumed = window; grant what brings credit back.
-                delta = s
-                    .recv_window
-                    .saturating_sub(s.recv_credit)
-                    .saturating_sub(s.recv_buffered);
+                // credit + buffered + consumed + (the rest of a Data frame being received) =
+                // window: grant what was consumed. (`window - credit - buffered` also granted
+                // the unreceived rest of a frame in progress, beyond the window.)
+                delta = s.recv_consumed;
                 s.recv_credit += delta;
                 s.recv_consumed = 0;
             }
