@@ -60,6 +60,12 @@ fn braid_config() -> Config {
     c.max_pending_accept = 40_000;
     c.max_pending_open = 40_000;
     c.send_buffer = 1048576;
+    if let Some(w) = std::env::var("MUX_BENCH_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.max_stream_window = w;
+    }
     c
 }
 

@@ -465,16 +465,15 @@ impl Connection {
         if s.fin_received || s.reset.is_some() || s.grant_pending {
             return;
         }
-        // Granted back once a quarter of the window was read (not half): a sender taking
-        // turns of half the initial window at a shared transport then always has credit
-        // for its next turn, even if this update is slow to arrive (with half-window grants,
-        // 100 bulk streams over loopback left some at two thirds of the others' share).
-        if s.recv_consumed < s.recv_window / 4 {
+        if s.recv_consumed < s.recv_window / 2 {
             return;
         }
-        // Auto-tuning: a quarter of a window consumed within one RTT with the reader keeping
-        // up means the window, not the reader, limits the stream.
-        if s.recv_buffered == 0 && s.recv_window < cap && now.saturating_since(s.last_grant) < rtt {
+        // Auto-tuning: half a window consumed within two RTTs with the reader keeping up
+        // means the window, not the reader, limits the stream.
+        if s.recv_buffered == 0
+            && s.recv_window < cap
+            && now.saturating_since(s.last_grant) < rtt * 2
+        {
             let new = s.recv_window.saturating_mul(2).min(cap);
             let growth = new - s.recv_window;
             if self.session_window + u64::from(growth) <= self.config.max_session_window {

@@ -372,16 +372,16 @@ fn data_beyond_window_is_a_protocol_error() {
 }
 
 #[test]
-fn reader_gets_window_back_after_a_quarter_window() {
+fn reader_gets_window_back_after_half_a_window() {
     let mut m = Mock::new(Side::Server);
     m.send(data(1, Flags::SYN, 0), &[]).unwrap();
     let id = m.conn.accept().unwrap();
     m.recv();
-    let quarter = INITIAL_WINDOW as usize / 4;
-    m.send(data(1, Flags::NONE, quarter - 1), &vec![1; quarter - 1])
+    let half = INITIAL_WINDOW as usize / 2;
+    m.send(data(1, Flags::NONE, half - 1), &vec![1; half - 1])
         .unwrap();
     m.read_all(id);
-    assert_eq!(m.headers(), vec![], "no update below a quarter window");
+    assert_eq!(m.headers(), vec![], "no update below half a window");
     m.send(data(1, Flags::NONE, 1), &[1]).unwrap();
     m.now += Duration::from_secs(10); // slow reader: no growth
     m.read_all(id);
@@ -391,8 +391,34 @@ fn reader_gets_window_back_after_a_quarter_window() {
         .into_iter()
         .filter(|h| h.ty != FrameType::Ping)
         .collect();
-    assert_eq!(updates, vec![wu(1, Flags::NONE, quarter as u32)]);
+    assert_eq!(updates, vec![wu(1, Flags::NONE, half as u32)]);
     assert_eq!(m.conn.stream_recv_window(id), Some(INITIAL_WINDOW));
+}
+
+#[test]
+fn update_grants_only_what_was_read_while_a_frame_is_half_received() {
+    let mut m = Mock::new(Side::Server);
+    m.send(data(1, Flags::SYN, 0), &[]).unwrap();
+    let id = m.conn.accept().unwrap();
+    m.recv();
+    let half = INITIAL_WINDOW as usize / 2;
+    m.send(data(1, Flags::NONE, half), &vec![1; half]).unwrap();
+    // The next frame's header and 100 of its 1000 bytes arrive.
+    let mut b = BytesMut::new();
+    b.put_slice(&data(1, Flags::NONE, 1000).encode());
+    b.put_slice(&[2; 100]);
+    m.conn.handle_input(m.now, &mut b).unwrap();
+    m.now += Duration::from_secs(10); // slow reader: no growth
+    assert_eq!(m.read_all(id).len(), half + 100);
+    let updates: Vec<_> = m
+        .headers()
+        .into_iter()
+        .filter(|h| h.ty != FrameType::Ping)
+        .collect();
+    // Half a window plus the 100 bytes read, not the 900 still on their way (granting
+    // those too lets the peer go past the window).
+    assert_eq!(updates, vec![wu(1, Flags::NONE, half as u32 + 100)]);
+    m.conn.check_invariants();
 }
 
 #[test]

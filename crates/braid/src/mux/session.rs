@@ -126,11 +126,15 @@ impl State {
                 continue;
             }
             w.wire_queued = false;
+            // Its task may have been woken already (credit came, say) and not have polled
+            // yet: it still gets the pass, or it would find others waiting when it polls
+            // and go to the back of the line, a whole round lost. (A woken stream that never
+            // polls is covered by the driver's `WIRE_RECHECK`.)
+            w.wire_pass = true;
             if let Some(waker) = w.write.take() {
-                w.wire_pass = true;
                 waker.wake();
-                woken += 1;
             }
+            woken += 1;
         }
     }
 
