@@ -121,6 +121,9 @@ pub struct Connection {
     events: VecDeque<Event>,
     /// Sum of all streams' receive windows.
     session_window: u64,
+    /// The largest receive window a stream has grown to at its own pace: a stream whose
+    /// reader keeps up catches up to it (see `consumed`).
+    largest_window: u32,
     local_go_away: bool,
     remote_go_away: bool,
     /// GoAway code to send before closing.
@@ -157,6 +160,7 @@ impl Connection {
             partial: None,
             events: VecDeque::new(),
             session_window: 0,
+            largest_window: INITIAL_WINDOW,
             local_go_away: false,
             remote_go_away: false,
             closing: None,
@@ -469,15 +473,23 @@ impl Connection {
             return;
         }
         // Auto-tuning: half a window consumed within two RTTs with the reader keeping up
-        // means the window, not the reader, limits the stream.
-        if s.recv_buffered == 0
-            && s.recv_window < cap
-            && now.saturating_since(s.last_grant) < rtt * 2
-        {
+        // means the window, not the reader, limits the stream. A stream whose reader keeps
+        // up also catches up to the largest window another stream grew to at its own pace:
+        // streams sharing the session would otherwise keep whatever windows the timing of
+        // their first grants gave them (100 bulk streams, each end on its own thread: most
+        // at 1-2 MiB, a few at 512 KiB, short of credit for their turns, with two thirds of
+        // the others' share).
+        let paced = now.saturating_since(s.last_grant) < rtt * 2;
+        let catch_up = s.recv_window < self.largest_window;
+        if s.recv_buffered == 0 && s.recv_window < cap && (paced || catch_up) {
             let new = s.recv_window.saturating_mul(2).min(cap);
             let growth = new - s.recv_window;
             if self.session_window + u64::from(growth) <= self.config.max_session_window {
                 s.recv_window = new;
+                if paced {
+                    // Catching up sets no new mark, or windows would ratchet each other up.
+                    self.largest_window = self.largest_window.max(new);
+                }
                 // Granted with the next update, like consumed bytes.
                 s.recv_consumed += growth;
                 self.session_window += u64::from(growth);

@@ -448,6 +448,64 @@ fn window_grows_while_reader_keeps_up_up_to_the_cap() {
     assert_eq!(m.conn.stream_recv_window(id), Some(2 * 1024 * 1024));
 }
 
+/// Streams sharing a session at the same pace end up with the same window: one whose reader
+/// keeps up catches up to the largest window another stream grew to at its own pace, and no
+/// further (100 bulk streams otherwise kept uneven windows, and the ones left small got two
+/// thirds of the others' share).
+#[test]
+fn a_stream_whose_reader_keeps_up_catches_up_to_the_largest_window() {
+    let mut config = Config::default();
+    config.max_stream_window = 16 * 1024 * 1024;
+    let mut m = Mock::with(Side::Server, config);
+    // Feeds `rounds` chunks of 32 KiB to `stream` within its credit, `step` apart, reading
+    // everything; returns the credit left.
+    let feed =
+        |m: &mut Mock, stream: StreamId, mut credit: usize, rounds: usize, step: Duration| {
+            let chunk = vec![3u8; 32 * 1024];
+            for _ in 0..rounds {
+                let n = chunk.len().min(credit);
+                m.send(data(stream, Flags::NONE, n), &chunk[..n]).unwrap();
+                credit -= n;
+                m.now += step;
+                m.read_all(stream);
+                for h in m.headers() {
+                    if h.ty == FrameType::WindowUpdate && h.stream_id == stream {
+                        credit += h.length as usize;
+                    }
+                }
+            }
+            credit
+        };
+    m.send(data(1, Flags::SYN, 0), &[]).unwrap();
+    let fast = m.conn.accept().unwrap();
+    m.recv();
+    feed(
+        &mut m,
+        1,
+        INITIAL_WINDOW as usize,
+        40,
+        Duration::from_micros(100),
+    );
+    let grown = m.conn.stream_recv_window(fast).unwrap();
+    assert!(
+        grown > 2 * INITIAL_WINDOW && grown < 16 * 1024 * 1024,
+        "{grown}"
+    );
+    // A second stream at a slow pace (10 s per chunk: no growth of its own).
+    m.send(data(3, Flags::SYN, 0), &[]).unwrap();
+    let slow = m.conn.accept().unwrap();
+    m.recv();
+    feed(
+        &mut m,
+        3,
+        INITIAL_WINDOW as usize,
+        100,
+        Duration::from_secs(10),
+    );
+    assert_eq!(m.conn.stream_recv_window(slow), Some(grown));
+    m.conn.check_invariants();
+}
+
 /// Over a deep-buffered transport the RTT under load is many times the idle minimum; the
 /// window must grow to cover the loaded RTT (regression: tuning on the minimum RTT kept the
 /// window at 256 KiB over an aggregated braid connection, 75% of the links' sum).
