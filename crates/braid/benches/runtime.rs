@@ -10,7 +10,7 @@
 //!
 //! `cargo bench -p braid --bench runtime`. `BENCH_MB` sets the transfer size (default 1000),
 //! `BENCH_ROUNDS` how many raw/braid pairs run per line (default 5; medians are printed, and
-//! the % is the median of the per-round ratios), `BENCH_ONLY=text` runs only matching lines,
+//! the % is the median of the per-round ratios), `BENCH_ONLY=text` runs only matching lines (`BENCH_ONLY==name` exactly that one),
 //! `BENCH_NO_RAW=1` skips the baseline (to profile braid alone), `BENCH_NO_BRAID=1` skips
 //! braid (to profile the baseline), `BENCH_VERBOSE=1` prints
 //! every round. A round during which other processes used a fifth of a CPU or more is
@@ -171,7 +171,8 @@ where
     }
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    // Named, so profiles tell the two ends apart (`perf report --sort comm`).
+    // Named, so profiles tell the two ends (and the lines) apart (`perf report --sort comm`):
+    // `raw-sender`, `braid4-receiver`, ...
     let server = std::thread::Builder::new()
         .name(format!("{name}-receiver"))
         .spawn(move || {
@@ -259,7 +260,7 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
     let key = Key::generate();
     let server_key = key.clone();
     let (got, m) = apart(
-        "braid",
+        &format!("braid{links}"),
         move |addr| async move {
             let (a, mut l) = braid_server(security, &server_key).await;
             addr.send(a).unwrap();
@@ -389,7 +390,11 @@ fn main() {
             ("braid plaintext, 1 link, chunks", 1, Security::Plaintext, false, Api::Chunks),
             ("braid encrypted, 1 link, chunks", 1, Security::Encrypted, false, Api::Chunks),
         ] {
-            if std::env::var("BENCH_ONLY").is_ok_and(|o| !name.contains(&o)) {
+            // `BENCH_ONLY=text` runs the lines containing it; `BENCH_ONLY==line` that line.
+            if std::env::var("BENCH_ONLY").is_ok_and(|o| match o.strip_prefix('=') {
+                Some(exact) => name != exact,
+                None => !name.contains(&o),
+            }) {
                 continue;
             }
             let mut rounds_done = Vec::new();
