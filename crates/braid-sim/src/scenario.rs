@@ -147,6 +147,8 @@ pub struct EngineSpec {
     pub recv_window: Option<ByteSize>,
     /// Sender buffer limit.
     pub send_buffer: Option<ByteSize>,
+    /// Unsent bytes the sender takes ahead of each active link.
+    pub unsent_limit: Option<ByteSize>,
     /// In-flight bytes allowed on a link before its rate is known.
     pub initial_link_window: Option<ByteSize>,
     /// Floor of the dead-link timeout.
@@ -179,6 +181,9 @@ impl EngineSpec {
         }
         if let Some(v) = self.send_buffer {
             c.send_buffer = v.0;
+        }
+        if let Some(v) = self.unsent_limit {
+            c.unsent_limit = v.0;
         }
         if let Some(v) = self.initial_link_window {
             c.initial_link_window = v.0;
@@ -544,6 +549,9 @@ impl Scenario {
             }
             if e.send_buffer.is_some_and(|w| w.0 == 0) {
                 return Err(invalid(format!("{name}.send_buffer"), "must be positive"));
+            }
+            if e.unsent_limit.is_some_and(|w| w.0 == 0) {
+                return Err(invalid(format!("{name}.unsent_limit"), "must be positive"));
             }
         }
         if let Some(r) = self.transfer.read_rate {
