@@ -382,10 +382,15 @@ impl AsyncWrite for Stream {
                         .write_direct(this.id, buf.len().min(turn), &mut this.headers)
                     {
                         Ok(0) => {
-                            // Data queued before: this write queues behind it.
-                            if pass {
-                                st.wake_wire_waiters();
-                            }
+                            // Data queued before (a small write, say) goes first, and the
+                            // driver sends it: wait for that instead of queueing more behind
+                            // it, or the stream would stay on the copying path for as long as
+                            // its writer keeps ahead of the driver (100 bulk streams with each
+                            // end on its own thread sent a third to all of their bytes that way).
+                            drop(wire);
+                            st.wait_for_wire(this.id, cx, pass);
+                            st.wake_driver_if_needed();
+                            return Poll::Pending;
                         }
                         Ok(n) => {
                             drop(st);
