@@ -5,21 +5,26 @@ mod common;
 
 use std::time::Duration;
 
+/// The run is exact and its goodput at least 97% of what the links carry after framing.
+fn assert_97_percent(r: &braid_sim::Report) {
+    common::assert_exact(r);
+    let d = &r.directions[0];
+    assert!(
+        d.goodput_ratio >= 0.97,
+        "seed {}: goodput {:.2} Mbit/s is {:.1}% of {:.2} Mbit/s",
+        r.seed,
+        d.goodput_mbit,
+        d.goodput_ratio * 100.0,
+        d.capacity_mbit
+    );
+}
+
 #[test]
 fn three_links_reach_97_percent() {
     let s = common::scenario("three-links.toml", 1);
     let jittery = common::with_jitter(s.clone(), Duration::from_millis(2), &[1, 2, 3]);
     for r in common::run(&s).into_iter().chain(common::run(&jittery)) {
-        common::assert_exact(&r);
-        let d = &r.directions[0];
-        assert!(
-            d.goodput_ratio >= 0.97,
-            "seed {}: goodput {:.2} Mbit/s is {:.1}% of {:.2} Mbit/s",
-            r.seed,
-            d.goodput_mbit,
-            d.goodput_ratio * 100.0,
-            d.capacity_mbit
-        );
+        assert_97_percent(&r);
     }
 }
 
@@ -27,16 +32,7 @@ fn three_links_reach_97_percent() {
 fn eight_mixed_links_reach_97_percent() {
     let s = common::scenario("eight-mixed.toml", 1);
     for r in common::run(&s) {
-        common::assert_exact(&r);
-        let d = &r.directions[0];
-        assert!(
-            d.goodput_ratio >= 0.97,
-            "seed {}: goodput {:.2} Mbit/s is {:.1}% of {:.2} Mbit/s",
-            r.seed,
-            d.goodput_mbit,
-            d.goodput_ratio * 100.0,
-            d.capacity_mbit
-        );
+        assert_97_percent(&r);
     }
 }
 
@@ -73,15 +69,6 @@ fn eight_mixed_links_reach_97_percent_under_a_small_unsent_limit() {
     let mut s = common::scenario("eight-mixed.toml", 1);
     s.engine.unsent_limit = Some(braid_sim::units::ByteSize(64 * 1024));
     for r in common::run(&s) {
-        common::assert_exact(&r);
-        let d = &r.directions[0];
-        assert!(
-            d.goodput_ratio >= 0.97,
-            "seed {}: goodput {:.2} Mbit/s is {:.1}% of {:.2} Mbit/s",
-            r.seed,
-            d.goodput_mbit,
-            d.goodput_ratio * 100.0,
-            d.capacity_mbit
-        );
+        assert_97_percent(&r);
     }
 }

@@ -292,6 +292,74 @@ where
         .unwrap()
 }
 
+/// One end of a split-ends run: the contender's streams (or raw sockets) over `socks`, each
+/// stream opened (client) or accepted (server) and one byte exchanged both ways (so the
+/// yamux crate's lazy ACK goes out), and whatever must live as long as they do.
+async fn split_end(
+    kind: Contender,
+    socks: Vec<std::net::TcpStream>,
+    n: usize,
+    client: bool,
+) -> (Vec<Box<dyn Io>>, Option<Box<dyn std::any::Any>>) {
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(st: &mut S, client: bool) {
+        let mut b = [0u8; 1];
+        if client {
+            st.write_all(&b).await.unwrap();
+            st.read_exact(&mut b).await.unwrap();
+        } else {
+            st.read_exact(&mut b).await.unwrap();
+            st.write_all(&b).await.unwrap();
+        }
+    }
+    let mut socks = socks
+        .into_iter()
+        .map(|s| tokio::net::TcpStream::from_std(s).unwrap());
+    let mut ends: Vec<Box<dyn Io>> = Vec::new();
+    let keep: Option<Box<dyn std::any::Any>> = match kind {
+        Contender::Raw => {
+            ends.extend(socks.map(|s| Box::new(s) as Box<dyn Io>));
+            None
+        }
+        Contender::Braid => {
+            let io = socks.next().unwrap();
+            let sess = if client {
+                Session::client(io, braid_config())
+            } else {
+                Session::server(io, braid_config())
+            };
+            for _ in 0..n {
+                let mut st = if client {
+                    sess.open().await.unwrap()
+                } else {
+                    sess.accept().await.unwrap()
+                };
+                exchange(&mut st, client).await;
+                ends.push(Box::new(st));
+            }
+            Some(Box::new(sess))
+        }
+        Contender::Yamux => {
+            let mode = if client {
+                yamux::Mode::Client
+            } else {
+                yamux::Mode::Server
+            };
+            let mut peer = YamuxPeer::spawn_with(socks.next().unwrap(), mode, yamux_config());
+            for _ in 0..n {
+                let mut st = if client {
+                    peer.open().await
+                } else {
+                    peer.accept().await.unwrap()
+                };
+                exchange(&mut st, client).await;
+                ends.push(Box::new(st));
+            }
+            Some(Box::new(peer))
+        }
+    };
+    (ends, keep)
+}
+
 /// Bulk with the two ends apart, as two processes would be: the sending end on one thread,
 /// the receiving end on another, each with its own single-threaded runtime (on this 2-core
 /// machine, one core each). In one shared 2-worker runtime, where tasks land decides the
@@ -312,41 +380,7 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
     let sender = {
         let (stop, ready, started) = (stop.clone(), ready.clone(), started.clone());
         on_own_thread("sender", move || async move {
-            let socks: Vec<tokio::net::TcpStream> = cs
-                .into_iter()
-                .map(|s| tokio::net::TcpStream::from_std(s).unwrap())
-                .collect();
-            let mut ends: Vec<Box<dyn Io>> = Vec::new();
-            let mut keep: Option<Box<dyn std::any::Any>> = None;
-            match kind {
-                Contender::Raw => {
-                    ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>))
-                }
-                Contender::Braid => {
-                    let sess = Session::client(socks.into_iter().next().unwrap(), braid_config());
-                    for _ in 0..n {
-                        let mut st = sess.open().await.unwrap();
-                        st.write_all(&[0]).await.unwrap();
-                        st.read_exact(&mut [0u8; 1]).await.unwrap();
-                        ends.push(Box::new(st));
-                    }
-                    keep = Some(Box::new(sess));
-                }
-                Contender::Yamux => {
-                    let peer = YamuxPeer::spawn_with(
-                        socks.into_iter().next().unwrap(),
-                        yamux::Mode::Client,
-                        yamux_config(),
-                    );
-                    for _ in 0..n {
-                        let mut st = peer.open().await;
-                        st.write_all(&[0]).await.unwrap();
-                        st.read_exact(&mut [0u8; 1]).await.unwrap();
-                        ends.push(Box::new(st));
-                    }
-                    keep = Some(Box::new(peer));
-                }
-            }
+            let (ends, keep) = split_end(kind, cs, n, true).await;
             ready.wait().await;
             started.fetch_add(1, Ordering::Relaxed);
             let tasks: Vec<_> = ends
@@ -374,43 +408,7 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
     let receiver = {
         let (counters, ready, started) = (counters.clone(), ready.clone(), started.clone());
         on_own_thread("receiver", move || async move {
-            let socks: Vec<tokio::net::TcpStream> = ss
-                .into_iter()
-                .map(|s| tokio::net::TcpStream::from_std(s).unwrap())
-                .collect();
-            let mut ends: Vec<Box<dyn Io>> = Vec::new();
-            let mut keep: Option<Box<dyn std::any::Any>> = None;
-            match kind {
-                Contender::Raw => {
-                    ends.extend(socks.into_iter().map(|s| Box::new(s) as Box<dyn Io>))
-                }
-                Contender::Braid => {
-                    let sess = Session::server(socks.into_iter().next().unwrap(), braid_config());
-                    for _ in 0..n {
-                        let mut st = sess.accept().await.unwrap();
-                        let mut b = [0u8; 1];
-                        st.read_exact(&mut b).await.unwrap();
-                        st.write_all(&b).await.unwrap();
-                        ends.push(Box::new(st));
-                    }
-                    keep = Some(Box::new(sess));
-                }
-                Contender::Yamux => {
-                    let mut peer = YamuxPeer::spawn_with(
-                        socks.into_iter().next().unwrap(),
-                        yamux::Mode::Server,
-                        yamux_config(),
-                    );
-                    for _ in 0..n {
-                        let mut st = peer.accept().await.unwrap();
-                        let mut b = [0u8; 1];
-                        st.read_exact(&mut b).await.unwrap();
-                        st.write_all(&b).await.unwrap();
-                        ends.push(Box::new(st));
-                    }
-                    keep = Some(Box::new(peer));
-                }
-            }
+            let (ends, keep) = split_end(kind, ss, n, false).await;
             ready.wait().await;
             started.fetch_add(1, Ordering::Relaxed);
             let tasks: Vec<_> = ends
