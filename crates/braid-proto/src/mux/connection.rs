@@ -635,15 +635,7 @@ impl Connection {
         let mut left = n;
         while left > 0 {
             let k = left.min(frame_size);
-            let mut flags = Flags::NONE;
-            if s.syn_pending {
-                flags |= Flags::SYN;
-                s.syn_pending = false;
-            }
-            if s.ack_pending {
-                flags |= Flags::ACK;
-                s.ack_pending = false;
-            }
+            let flags = s.take_open_flags();
             headers.push(Header::data(id, flags, k as u32).encode());
             left -= k;
         }

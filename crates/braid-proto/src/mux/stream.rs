@@ -130,6 +130,19 @@ impl Stream {
         }
     }
 
+    /// The SYN and ACK this stream still owes the peer, marked sent: they ride on the next
+    /// frame of the stream, whichever it is.
+    pub(crate) fn take_open_flags(&mut self) -> super::frame::Flags {
+        let mut flags = super::frame::Flags::NONE;
+        if std::mem::take(&mut self.syn_pending) {
+            flags |= super::frame::Flags::SYN;
+        }
+        if std::mem::take(&mut self.ack_pending) {
+            flags |= super::frame::Flags::ACK;
+        }
+        flags
+    }
+
     pub(crate) fn state(&self) -> StreamState {
         if let Some(by) = self.reset {
             return StreamState::Reset(by);

@@ -52,15 +52,7 @@ impl Connection {
                 .len()
                 .min(s.send_credit as usize)
                 .min(frame_size as usize);
-            let mut flags = Flags::NONE;
-            if s.syn_pending {
-                flags |= Flags::SYN;
-                s.syn_pending = false;
-            }
-            if s.ack_pending {
-                flags |= Flags::ACK;
-                s.ack_pending = false;
-            }
+            let mut flags = s.take_open_flags();
             if s.fin_requested && n == s.send_buf.len() {
                 flags |= Flags::FIN;
                 s.fin_sent = true;
@@ -123,19 +115,13 @@ impl Connection {
                 s.recv_consumed = 0;
             }
         }
-        let mut flags = Flags::NONE;
         // SYN/ACK ride on the first Data frame when there is one queued.
         let data_carries = s.has_sendable() && s.in_send_queue;
-        if !data_carries || delta > 0 {
-            if s.syn_pending {
-                s.syn_pending = false;
-                flags |= Flags::SYN;
-            }
-            if s.ack_pending {
-                s.ack_pending = false;
-                flags |= Flags::ACK;
-            }
-        }
+        let flags = if !data_carries || delta > 0 {
+            s.take_open_flags()
+        } else {
+            Flags::NONE
+        };
         if delta > 0 || flags != Flags::NONE {
             out.put_header(&Header::window_update(id, flags, delta).encode());
         }
