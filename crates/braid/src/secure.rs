@@ -1049,8 +1049,24 @@ mod tests {
     const T: Duration = Duration::from_secs(5);
 
     fn pair() -> (RawLink, RawLink) {
-        let (a, b) = tokio::io::duplex(1 << 20);
+        pair_with(1 << 20)
+    }
+
+    fn pair_with(buffer: usize) -> (RawLink, RawLink) {
+        let (a, b) = tokio::io::duplex(buffer);
         (RawLink::from_stream(a, "a"), RawLink::from_stream(b, "b"))
+    }
+
+    /// Both ends of a link joined by an in-memory pipe of `buffer` bytes, after the
+    /// handshake (one key, `mode`): (initiator, responder).
+    async fn linked(mode: Security, buffer: usize) -> (SecureLink, SecureLink) {
+        let key = Key::generate();
+        let (a, b) = pair_with(buffer);
+        let (c, s) = tokio::join!(
+            handshake(a, &key, Role::Initiator, mode, T),
+            handshake(b, &key, Role::Responder, mode, T)
+        );
+        (c.unwrap(), s.unwrap())
     }
 
     /// braid's transport messages are plain Noise: a peer using snow's own transport state
@@ -1131,13 +1147,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_are_aligned_to_messages_and_round_trip() {
-        let key = Key::generate();
-        let (a, b) = pair();
-        let (c, s) = tokio::join!(
-            handshake(a, &key, Role::Initiator, Security::Encrypted, T),
-            handshake(b, &key, Role::Responder, Security::Encrypted, T)
-        );
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let (mut c, mut s) = linked(Security::Encrypted, 1 << 20).await;
         // Records of many sizes, headers and bodies in separate segments, some larger than
         // a message.
         let mut segments = Vec::new();
@@ -1211,14 +1221,7 @@ mod tests {
     #[tokio::test]
     async fn try_write_keeps_what_the_socket_refuses_in_order() {
         for mode in [Security::Encrypted, Security::Plaintext] {
-            let key = Key::generate();
-            let (a, b) = tokio::io::duplex(4096);
-            let (a, b) = (RawLink::from_stream(a, "a"), RawLink::from_stream(b, "b"));
-            let (c, s) = tokio::join!(
-                handshake(a, &key, Role::Initiator, mode, T),
-                handshake(b, &key, Role::Responder, mode, T)
-            );
-            let (mut c, mut s) = (c.unwrap(), s.unwrap());
+            let (mut c, mut s) = linked(mode, 4096).await;
             let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
             let first = Bytes::copy_from_slice(&data[..200_000]);
             let done = c.writer.try_write_records(&[first], &|_| None).unwrap();
@@ -1248,13 +1251,7 @@ mod tests {
 
     #[tokio::test]
     async fn large_writes_round_trip() {
-        let key = Key::generate();
-        let (a, b) = pair();
-        let (c, s) = tokio::join!(
-            handshake(a, &key, Role::Initiator, Security::Encrypted, T),
-            handshake(b, &key, Role::Responder, Security::Encrypted, T)
-        );
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let (mut c, mut s) = linked(Security::Encrypted, 1 << 20).await;
         let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
         let sender = tokio::spawn(async move {
             c.writer.write_all(&data).await.unwrap();
@@ -1315,13 +1312,7 @@ mod tests {
 
     #[tokio::test]
     async fn tampered_message_is_detected() {
-        let key = Key::generate();
-        let (a, b) = pair();
-        let (c, s) = tokio::join!(
-            handshake(a, &key, Role::Initiator, Security::Encrypted, T),
-            handshake(b, &key, Role::Responder, Security::Encrypted, T)
-        );
-        let (c, mut s) = (c.unwrap(), s.unwrap());
+        let (c, mut s) = linked(Security::Encrypted, 1 << 20).await;
         // Encrypt a message by hand and flip a bit before it reaches the reader.
         let mut msg = Vec::new();
         seal_messages(
@@ -1339,13 +1330,7 @@ mod tests {
 
     #[tokio::test]
     async fn replayed_message_is_detected() {
-        let key = Key::generate();
-        let (a, b) = pair();
-        let (c, s) = tokio::join!(
-            handshake(a, &key, Role::Initiator, Security::Encrypted, T),
-            handshake(b, &key, Role::Responder, Security::Encrypted, T)
-        );
-        let (c, mut s) = (c.unwrap(), s.unwrap());
+        let (c, mut s) = linked(Security::Encrypted, 1 << 20).await;
         let mut msg = Vec::new();
         seal_messages(
             c.writer.cipher.as_ref().unwrap(),
