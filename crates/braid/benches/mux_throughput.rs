@@ -148,6 +148,34 @@ async fn streams(kind: &Kind, n: usize) -> Pairs {
     }
 }
 
+/// A bulk writer: `CHUNK`-byte blocks until `stop`, then a shutdown.
+async fn write_until(mut w: Box<dyn Io>, stop: Arc<AtomicBool>) -> Box<dyn Io> {
+    let buf = vec![0x5au8; CHUNK];
+    while !stop.load(Ordering::Relaxed) {
+        if w.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
+    w
+}
+
+/// A bulk reader: reads to the end (or an error), adding what it reads to `counter`.
+async fn read_counting(mut r: Box<dyn Io>, counter: Arc<AtomicU64>) -> Box<dyn Io> {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n @ 1..) = r.read(&mut buf).await {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    r
+}
+
+/// Waits for each task, at most 10 s each (a stuck contender must not hang the bench).
+async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+}
+
 /// Bulk: every client stream writes as fast as it can for `dur`; returns bytes received per
 /// stream during the measured window (after a warm-up).
 async fn bulk(client: Vec<Box<dyn Io>>, server: Vec<Box<dyn Io>>, dur: Duration) -> Vec<u64> {
@@ -155,35 +183,15 @@ async fn bulk(client: Vec<Box<dyn Io>>, server: Vec<Box<dyn Io>>, dur: Duration)
     let counters: Vec<Arc<AtomicU64>> = (0..server.len())
         .map(|_| Arc::new(AtomicU64::new(0)))
         .collect();
-    let mut tasks = Vec::new();
-    for mut w in client {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let buf = vec![0x5au8; CHUNK];
-            while !stop.load(Ordering::Relaxed) {
-                if w.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-            let _ = w.shutdown().await;
-            w
-        }));
-    }
-    let mut readers = Vec::new();
-    for (mut r, counter) in server.into_iter().zip(counters.iter().cloned()) {
-        readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                match r.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        counter.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                }
-            }
-            r
-        }));
-    }
+    let tasks: Vec<_> = client
+        .into_iter()
+        .map(|w| tokio::spawn(write_until(w, stop.clone())))
+        .collect();
+    let readers: Vec<_> = server
+        .into_iter()
+        .zip(counters.iter().cloned())
+        .map(|(r, counter)| tokio::spawn(read_counting(r, counter)))
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu = cpu_time();
     let before: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
@@ -191,12 +199,8 @@ async fn bulk(client: Vec<Box<dyn Io>>, server: Vec<Box<dyn Io>>, dur: Duration)
     let after: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     record_cpu(cpu);
     stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-    }
-    for r in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
-    }
+    join_all(tasks).await;
+    join_all(readers).await;
     before.iter().zip(after).map(|(b, a)| a - b).collect()
 }
 
@@ -372,7 +376,7 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
         .collect();
     let (cs, ss): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
     let stop = Arc::new(AtomicBool::new(false));
-    let counters: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let counters: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
     // Both ends set up before either starts (waiting asynchronously: each end's runtime must
     // keep running its session meanwhile); `started` tells this thread.
     let ready = Arc::new(tokio::sync::Barrier::new(2));
@@ -385,23 +389,9 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
             started.fetch_add(1, Ordering::Relaxed);
             let tasks: Vec<_> = ends
                 .into_iter()
-                .map(|mut w| {
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        let buf = vec![0x5au8; CHUNK];
-                        while !stop.load(Ordering::Relaxed) {
-                            if w.write_all(&buf).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = w.shutdown().await;
-                        w
-                    })
-                })
+                .map(|w| tokio::spawn(write_until(w, stop.clone())))
                 .collect();
-            for t in tasks {
-                let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-            }
+            join_all(tasks).await;
             drop(keep);
         })
     };
@@ -413,26 +403,10 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
             started.fetch_add(1, Ordering::Relaxed);
             let tasks: Vec<_> = ends
                 .into_iter()
-                .enumerate()
-                .map(|(i, mut r)| {
-                    let counters = counters.clone();
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; CHUNK];
-                        loop {
-                            match r.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => {
-                                    counters[i].fetch_add(k as u64, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                        r
-                    })
-                })
+                .zip(counters)
+                .map(|(r, counter)| tokio::spawn(read_counting(r, counter)))
                 .collect();
-            for t in tasks {
-                let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-            }
+            join_all(tasks).await;
             drop(keep);
         })
     };
