@@ -434,13 +434,21 @@ impl Connection {
     }
 
     /// Data handed to links makes room under the unsent limit, as acknowledgements make
-    /// room under `send_buffer`: a writer waiting for either is told.
-    ///
-    /// The unsent limit is `Config::unsent_limit` per active link (as each TCP socket has its
-    /// own), or, if more, what all links together deliver in two of the slowest link's round
-    /// trips: the backlog the scheduler needs to see for every link to be worth using (a
-    /// shorter one leaves slow links idle).
+    /// room under `send_buffer`: a writer waiting for either is told (once a quarter of the
+    /// room is back, see `SendBuffer::writable`).
     fn check_writable_event(&mut self) {
+        self.send.set_unsent_limit(self.unsent_limit());
+        if self.writable_wanted && self.send.writable() {
+            self.writable_wanted = false;
+            self.events.push_back(Event::Writable);
+        }
+    }
+
+    /// The unsent limit now: `Config::unsent_limit` per active link (as each TCP socket has
+    /// its own), or, if more, what all links together deliver in two of the slowest link's
+    /// round trips: the backlog the scheduler needs to see for every link to be worth using
+    /// (a shorter one leaves slow links idle).
+    fn unsent_limit(&self) -> u64 {
         let init = self.config.initial_link_window;
         let (mut rate, mut rtt, mut active) = (0.0f64, Duration::ZERO, 0u64);
         for l in self.links.values().filter(|l| l.state == LinkState::Active) {
@@ -449,15 +457,9 @@ impl Connection {
             active += 1;
         }
         let backlog = (2.0 * rate * rtt.as_secs_f64()).min(u64::MAX as f64 / 2.0) as u64;
-        self.send.set_unsent_limit(
-            backlog
-                .max(self.config.unsent_limit.saturating_mul(active.max(1)))
-                .max(self.config.chunk_size as u64),
-        );
-        if self.writable_wanted && self.send.writable() {
-            self.writable_wanted = false;
-            self.events.push_back(Event::Writable);
-        }
+        backlog
+            .max(self.config.unsent_limit.saturating_mul(active.max(1)))
+            .max(self.config.chunk_size as u64)
     }
 
     fn transmit_into(&mut self, link: LinkId, now: Time, max: usize, out: &mut impl Sink) -> usize {
