@@ -9,12 +9,15 @@
 //! Senders use cubic congestion control (raw TCP and braid links alike).
 //!
 //! `cargo bench -p braid --bench runtime`. `BENCH_MB` sets the transfer size (default 1000),
-//! `BENCH_ROUNDS` how many raw/braid pairs run per line (default 5; medians are printed, and
-//! the % is the median of the per-round ratios), `BENCH_ONLY=text` runs only matching lines (`BENCH_ONLY==name` exactly that one),
-//! `BENCH_NO_RAW=1` skips the baseline (to profile braid alone), `BENCH_NO_BRAID=1` skips
-//! braid (to profile the baseline), `BENCH_VERBOSE=1` prints
-//! every round. A round during which other processes used a fifth of a CPU or more is
-//! repeated (at most `BENCH_ROUNDS` extra times); if none was clean the line says so.
+//! `BENCH_ROUNDS` how many braid runs per line (default 5; each sits between two raw TCP
+//! runs and is compared with their mean; medians are printed, and the % is the median of the
+//! per-round ratios), `BENCH_ONLY=text` runs only matching lines (`BENCH_ONLY==name` exactly
+//! that one), `BENCH_NO_RAW=1` skips the baseline (to profile braid alone),
+//! `BENCH_NO_BRAID=1` skips braid (to profile the baseline), `BENCH_VERBOSE=1` prints every
+//! round. A round during which other processes used a fifth of a CPU or more, or whose two
+//! raw TCP runs differ by more than 15% (this shared machine switches between a fast and a
+//! slow mode), is repeated (at most `BENCH_ROUNDS` extra times); if none was clean the line
+//! says so.
 
 use std::time::{Duration, Instant};
 
@@ -57,16 +60,35 @@ struct Figure {
     others: f64,
 }
 
-/// One raw TCP run and the braid run right after it.
+/// A braid run between two raw TCP runs (the one before it and the one after, which is the
+/// next round's first).
 struct Round {
+    /// The mean of the two raw TCP runs.
     raw: Figure,
     braid: Figure,
+    /// The two raw TCP runs agreed within 15%: the machine did not switch between its fast
+    /// and slow modes (raw TCP at 37-58 or 12-15 Gbit/s) around the braid run.
+    steady: bool,
 }
 
 impl Round {
-    /// Nothing else ran meanwhile (other processes used under a fifth of a CPU).
+    fn new(before: &Figure, braid: Figure, after: &Figure) -> Self {
+        let mean = |a: f64, b: f64| (a + b) / 2.0;
+        Round {
+            raw: Figure {
+                gbit: mean(before.gbit, after.gbit),
+                cpu_per_gb: mean(before.cpu_per_gb, after.cpu_per_gb),
+                others: before.others.max(after.others),
+            },
+            braid,
+            steady: (before.gbit - after.gbit).abs() <= 0.15 * before.gbit.max(after.gbit),
+        }
+    }
+
+    /// Nothing else ran meanwhile (other processes used under a fifth of a CPU), and the
+    /// machine stayed in one mode.
     fn clean(&self) -> bool {
-        self.raw.others < 0.2 && self.braid.others < 0.2
+        self.steady && self.raw.others < 0.2 && self.braid.others < 0.2
     }
 }
 
@@ -398,13 +420,8 @@ fn main() {
                 continue;
             }
             let mut rounds_done = Vec::new();
-            // Rounds during which other processes took a fifth of a CPU or more do not
-            // count (up to `rounds` extra attempts).
-            for _ in 0..2 * rounds {
-                if rounds_done.iter().filter(|r: &&Round| r.clean()).count() >= rounds {
-                    break;
-                }
-                let raw = if std::env::var("BENCH_NO_RAW").is_ok() {
+            let baseline = || {
+                if std::env::var("BENCH_NO_RAW").is_ok() {
                     // For profiling braid alone: ratios are then meaningless.
                     Figure {
                         gbit: 1.0,
@@ -413,23 +430,43 @@ fn main() {
                     }
                 } else {
                     raw_tcp(total)
-                };
+                }
+            };
+            // Each braid run sits between two raw TCP runs. Rounds during which other
+            // processes took a fifth of a CPU or more, or the two raw runs disagree (the
+            // machine changed mode), do not count (up to `rounds` extra attempts).
+            let mut before = baseline();
+            for _ in 0..2 * rounds {
+                if rounds_done.iter().filter(|r: &&Round| r.clean()).count() >= rounds {
+                    break;
+                }
                 let braid = if std::env::var("BENCH_NO_BRAID").is_ok() {
-                    raw.clone()
+                    before.clone()
                 } else {
                     braid_bulk(links, sec, crc, api, total)
                 };
+                let after = baseline();
+                let round = Round::new(&before, braid, &after);
                 if std::env::var("BENCH_VERBOSE").is_ok() {
                     println!(
-                        "    round: raw {:.2} Gbit/s, braid {:.2} Gbit/s (other processes: {:.2} / {:.2} CPUs)",
-                        raw.gbit, braid.gbit, raw.others, braid.others
+                        "    round: raw {:.2} / {:.2} Gbit/s, braid {:.2} Gbit/s (other processes: {:.2} / {:.2} CPUs){}",
+                        before.gbit,
+                        after.gbit,
+                        round.braid.gbit,
+                        round.raw.others,
+                        round.braid.others,
+                        if round.steady { "" } else { " mode changed" }
                     );
                 }
-                rounds_done.push(Round { raw, braid });
+                rounds_done.push(round);
+                before = after;
             }
             let clean: Vec<&Round> = rounds_done.iter().filter(|r| r.clean()).collect();
             let (used, note) = if clean.is_empty() {
-                (rounds_done.iter().collect::<Vec<_>>(), " CONTENDED: other processes were busy")
+                (
+                    rounds_done.iter().collect::<Vec<_>>(),
+                    " UNSTEADY: other processes were busy or raw TCP changed speed in every round",
+                )
             } else {
                 (clean, "")
             };
