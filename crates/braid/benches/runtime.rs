@@ -16,8 +16,8 @@
 //! `BENCH_NO_BRAID=1` skips braid (to profile the baseline), `BENCH_VERBOSE=1` prints every
 //! round. A round during which other processes used a fifth of a CPU or more, or whose two
 //! raw TCP runs differ by more than 15% (this shared machine switches between a fast and a
-//! slow mode), is repeated (at most `BENCH_ROUNDS` extra times); if none was clean the line
-//! says so.
+//! slow mode), is repeated, and so is one in the slow mode (raw TCP under 60% of the line's
+//! best), at most `2 * BENCH_ROUNDS` extra times; if none was clean the line says so.
 
 use std::time::{Duration, Instant};
 
@@ -378,6 +378,22 @@ async fn braid_echo(links: u32, rounds: usize) -> (f64, f64) {
     echo(&mut conn, rounds).await
 }
 
+/// The rounds that count: clean ones in the machine's fast mode. This shared VM sometimes
+/// runs loopback TCP at a third of its speed for seconds at a time (the same raw TCP run at
+/// 12-15 instead of 37-58 Gbit/s, at 3x the CPU per byte); braid's ratio is higher then,
+/// so such rounds (raw TCP under 60% of the line's best) would flatter it.
+fn counted(rounds: &[Round]) -> Vec<&Round> {
+    let best = rounds
+        .iter()
+        .filter(|r| r.clean())
+        .map(|r| r.raw.gbit)
+        .fold(0.0, f64::max);
+    rounds
+        .iter()
+        .filter(|r| r.clean() && r.raw.gbit >= 0.6 * best)
+        .collect()
+}
+
 fn main() {
     let mb: u64 = std::env::var("BENCH_MB")
         .ok()
@@ -436,8 +452,8 @@ fn main() {
             // processes took a fifth of a CPU or more, or the two raw runs disagree (the
             // machine changed mode), do not count (up to `rounds` extra attempts).
             let mut before = baseline();
-            for _ in 0..2 * rounds {
-                if rounds_done.iter().filter(|r: &&Round| r.clean()).count() >= rounds {
+            for _ in 0..3 * rounds {
+                if counted(&rounds_done).len() >= rounds {
                     break;
                 }
                 let braid = if std::env::var("BENCH_NO_BRAID").is_ok() {
@@ -461,14 +477,18 @@ fn main() {
                 rounds_done.push(round);
                 before = after;
             }
-            let clean: Vec<&Round> = rounds_done.iter().filter(|r| r.clean()).collect();
-            let (used, note) = if clean.is_empty() {
+            let fast = counted(&rounds_done);
+            let slow = rounds_done.iter().filter(|r| r.clean()).count() - fast.len();
+            let (used, note) = if fast.is_empty() {
                 (
                     rounds_done.iter().collect::<Vec<_>>(),
-                    " UNSTEADY: other processes were busy or raw TCP changed speed in every round",
+                    " UNSTEADY: other processes were busy or raw TCP changed speed in every round"
+                        .to_string(),
                 )
+            } else if slow > 0 {
+                (fast, format!(", {slow} slow-mode round(s) left out"))
             } else {
-                (clean, "")
+                (fast, String::new())
             };
             let mut ratios: Vec<f64> = used.iter().map(|r| r.braid.gbit / r.raw.gbit).collect();
             let mut raws: Vec<Figure> = used.iter().map(|r| r.raw.clone()).collect();
