@@ -9,7 +9,7 @@
 //!   A tampered, replayed, reordered or dropped message fails to decrypt and kills that link
 //!   only; the engine resends its data on the others.
 //!   These are standard Noise transport messages (the keys of Noise's `Split()`, sealed
-//!   and opened in place with ring); the sender fills each with whole engine frames where
+//!   and opened in place with aws-lc-rs); the sender fills each with whole engine frames where
 //!   it can ([`LinkWriter::write_records`]) so the receiver passes it on without copying.
 //! - [`Security::Plaintext`]: the handshake still proves both sides hold the key, then bytes
 //!   flow in the clear (with CRC32C on every chunk if the client asks for checksums). Only
@@ -77,27 +77,27 @@ const MSG2_LEN: usize = 32 + 1 + TAG;
 
 /// One direction's Noise transport cipher: AES-256-GCM with Noise's nonce (32 zero bits,
 /// then the 64-bit message counter big-endian) and no associated data, keyed by Noise's
-/// `Split()`. It runs ring directly on braid's own buffers, so messages are sealed and opened
+/// `Split()`. It runs aws-lc-rs directly on braid's own buffers, so messages are sealed and opened
 /// in place (snow's transport API copies every message, and allocates on the way in).
-struct TransportCipher(ring::aead::LessSafeKey);
+struct TransportCipher(aws_lc_rs::aead::LessSafeKey);
 
 impl TransportCipher {
     fn new(key: &[u8; 32]) -> Self {
-        let k = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+        let k = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key)
             .expect("a 32-byte key fits AES-256-GCM");
-        TransportCipher(ring::aead::LessSafeKey::new(k))
+        TransportCipher(aws_lc_rs::aead::LessSafeKey::new(k))
     }
 
-    fn nonce(n: u64) -> ring::aead::Nonce {
+    fn nonce(n: u64) -> aws_lc_rs::aead::Nonce {
         let mut b = [0u8; 12];
         b[4..].copy_from_slice(&n.to_be_bytes());
-        ring::aead::Nonce::assume_unique_for_key(b)
+        aws_lc_rs::aead::Nonce::assume_unique_for_key(b)
     }
 
     /// Encrypts `in_out` in place and returns the tag to append.
-    fn seal(&self, nonce: u64, in_out: &mut [u8]) -> ring::aead::Tag {
+    fn seal(&self, nonce: u64, in_out: &mut [u8]) -> aws_lc_rs::aead::Tag {
         self.0
-            .seal_in_place_separate_tag(Self::nonce(nonce), ring::aead::Aad::empty(), in_out)
+            .seal_in_place_separate_tag(Self::nonce(nonce), aws_lc_rs::aead::Aad::empty(), in_out)
             .expect("a Noise message is far below AES-GCM's length limit")
     }
 
@@ -105,7 +105,7 @@ impl TransportCipher {
     /// plaintext.
     fn open<'a>(&self, nonce: u64, in_out: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
         self.0
-            .open_in_place(Self::nonce(nonce), ring::aead::Aad::empty(), in_out)
+            .open_in_place(Self::nonce(nonce), aws_lc_rs::aead::Aad::empty(), in_out)
             .map_err(|_| AuthError::Tampered)
     }
 }
