@@ -101,6 +101,20 @@ impl TransportCipher {
             .expect("a Noise message is far below AES-GCM's length limit")
     }
 
+    /// Encrypts the message `head | tail`: `head` in place, `tail` from where it is into
+    /// `tail_out` (its ciphertext, then the tag), with no copy of `tail` first.
+    fn seal_scatter(&self, nonce: u64, head: &mut [u8], tail: &[u8], tail_out: &mut [u8]) {
+        self.0
+            .seal_in_place_scatter(
+                Self::nonce(nonce),
+                aws_lc_rs::aead::Aad::empty(),
+                head,
+                tail,
+                tail_out,
+            )
+            .expect("a Noise message is far below AES-GCM's length limit, and room was made");
+    }
+
     /// Decrypts and authenticates a message (ciphertext then tag) in place; returns the
     /// plaintext.
     fn open<'a>(&self, nonce: u64, in_out: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
@@ -113,27 +127,82 @@ impl TransportCipher {
 /// A record's length from its first bytes (`None`: unknown).
 type RecordLen<'a> = &'a dyn Fn(&[u8]) -> Option<usize>;
 
+/// Pieces (parts of a piece) of at least this many bytes are encrypted straight from where
+/// they lie into the outgoing buffer, and end their message; smaller ones are copied into the
+/// message first and sealed in place. On loopback the copy was a fifth of the sealing cost.
+const SEAL_DIRECT_MIN: usize = 1024;
+
+/// The outgoing bytes of a link: sealed messages, reused from one write to the next. Its
+/// memory stays initialised once written, so growing it again costs no zeroing.
+#[derive(Default)]
+struct Sealed {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl std::ops::Deref for Sealed {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Sealed {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl Sealed {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+
+    /// Makes the buffer `n` bytes longer and returns it whole.
+    fn grow(&mut self, n: usize) -> &mut [u8] {
+        self.len += n;
+        if self.buf.len() < self.len {
+            self.buf.resize(self.len, 0);
+        }
+        &mut self.buf[..self.len]
+    }
+
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        let at = self.len;
+        self.grow(data.len())[at..].copy_from_slice(data);
+    }
+}
+
 /// Appends the bytes of `pieces`, in order, to `out` as length-prefixed encrypted messages
 /// of at most [`MAX_PAYLOAD`] bytes each, numbered from `nonce`; returns the next number.
 ///
 /// With `record_len` (a record's length from its first bytes), no record that fits in one
 /// message straddles two: every message then holds whole records and the reader hands it on
 /// without copying. Records must start at piece starts or right after the previous record.
+///
+/// A large piece (an engine chunk's payload) ends its message: it is encrypted from where it
+/// lies, after whatever small pieces (frame headers) the message already holds. So engine
+/// data goes out one frame per message.
 fn seal_messages<'a>(
     cipher: &TransportCipher,
     mut nonce: u64,
     pieces: impl IntoIterator<Item = &'a [u8]>,
     record_len: Option<RecordLen<'_>>,
-    out: &mut Vec<u8>,
+    out: &mut Sealed,
 ) -> u64 {
     // Where the message being filled starts (its length prefix).
     let mut open: Option<usize> = None;
     let mut record_left = 0usize;
-    let seal = |out: &mut Vec<u8>, start: usize, nonce: &mut u64| {
-        let tag = cipher.seal(*nonce, &mut out[start + 2..]);
-        out.extend_from_slice(tag.as_ref());
+    let set_len = |out: &mut Sealed, start: usize| {
         let len = (out.len() - start - 2) as u16;
         out[start..start + 2].copy_from_slice(&len.to_be_bytes());
+    };
+    let seal = |out: &mut Sealed, start: usize, nonce: &mut u64| {
+        let tag = cipher.seal(*nonce, &mut out[start + 2..]);
+        out.extend_from_slice(tag.as_ref());
+        set_len(out, start);
         *nonce += 1;
     };
     for mut piece in pieces {
@@ -153,18 +222,28 @@ fn seal_messages<'a>(
                 out.extend_from_slice(&[0, 0]);
                 out.len() - 2
             });
-            let room = MAX_PAYLOAD - (out.len() - start - 2);
+            let head = out.len();
+            let room = MAX_PAYLOAD - (head - start - 2);
             let mut k = room.min(piece.len());
             if record_len.is_some() {
                 k = k.min(record_left);
                 record_left -= k;
             }
-            out.extend_from_slice(&piece[..k]);
-            piece = &piece[k..];
-            if k == room {
-                seal(out, start, &mut nonce);
+            if k >= SEAL_DIRECT_MIN {
+                let buf = out.grow(k + TAG);
+                let (message, tail_out) = buf.split_at_mut(head);
+                cipher.seal_scatter(nonce, &mut message[start + 2..], &piece[..k], tail_out);
+                set_len(out, start);
+                nonce += 1;
                 open = None;
+            } else {
+                out.extend_from_slice(&piece[..k]);
+                if k == room {
+                    seal(out, start, &mut nonce);
+                    open = None;
+                }
             }
+            piece = &piece[k..];
         }
     }
     if let Some(start) = open {
@@ -557,7 +636,7 @@ async fn handshake_inner(
             inner: w,
             cipher: send,
             nonce: 0,
-            out: Vec::new(),
+            out: Sealed::default(),
             pending: Default::default(),
         },
         peer,
@@ -773,7 +852,7 @@ pub struct LinkWriter {
     cipher: Option<TransportCipher>,
     nonce: u64,
     /// Encrypted messages being written.
-    out: Vec<u8>,
+    out: Sealed,
     /// Bytes accepted by [`LinkWriter::try_write_records`] that the socket did not take yet;
     /// every later write sends them first.
     pending: std::collections::VecDeque<Bytes>,
@@ -1095,7 +1174,7 @@ mod tests {
             let n = hs.write_message(&[0], &mut buf).unwrap();
             write_msg(&mut w, &buf[..n]).await.unwrap();
             let mut t = hs.into_transport_mode().unwrap();
-            // Read braid's first message (70,000 bytes: two messages).
+            // Read braid's first write (70,000 bytes: three messages).
             let mut got = Vec::new();
             while got.len() < 70_000 {
                 let mut len = [0u8; 2];
@@ -1118,9 +1197,14 @@ mod tests {
                 .unwrap();
             let data: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
             c.writer
+                // A small piece then a large one (encrypted from where it lies, after the
+                // small one copied in: one message, then the rest alone), then two small
+                // pieces sealed in place.
                 .write_segments(&[
                     Bytes::copy_from_slice(&data[..10]),
-                    Bytes::copy_from_slice(&data[10..]),
+                    Bytes::copy_from_slice(&data[10..69_000]),
+                    Bytes::copy_from_slice(&data[69_000..69_005]),
+                    Bytes::copy_from_slice(&data[69_005..]),
                 ])
                 .await
                 .unwrap();
@@ -1168,7 +1252,7 @@ mod tests {
             }
         }
         // Every message that can hold whole records does.
-        let mut sealed = Vec::new();
+        let mut sealed = Sealed::default();
         seal_messages(
             c.writer.cipher.as_ref().unwrap(),
             0,
@@ -1314,7 +1398,7 @@ mod tests {
     async fn tampered_message_is_detected() {
         let (c, mut s) = linked(Security::Encrypted, 1 << 20).await;
         // Encrypt a message by hand and flip a bit before it reaches the reader.
-        let mut msg = Vec::new();
+        let mut msg = Sealed::default();
         seal_messages(
             c.writer.cipher.as_ref().unwrap(),
             0,
@@ -1331,7 +1415,7 @@ mod tests {
     #[tokio::test]
     async fn replayed_message_is_detected() {
         let (c, mut s) = linked(Security::Encrypted, 1 << 20).await;
-        let mut msg = Vec::new();
+        let mut msg = Sealed::default();
         seal_messages(
             c.writer.cipher.as_ref().unwrap(),
             0,
