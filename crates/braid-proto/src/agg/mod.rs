@@ -52,14 +52,15 @@ pub struct Config {
     pub recv_window: u64,
     /// Send buffer limit (bytes): unsent plus unacknowledged data kept by the sender.
     pub send_buffer: u64,
-    /// Unsent bytes the sender takes ahead of each active link (like TCP's
-    /// `TCP_NOTSENT_LOWAT` on each socket), or what all links together deliver in two of the
-    /// slowest one's round trips if that is more; writes beyond it wait until a link takes
-    /// data. `send_buffer` still bounds what is in flight. Kept small, bytes are still in the
-    /// CPU caches when they go out, and a message written behind a bulk transfer waits for a
-    /// few round trips of data, not for a whole send buffer. On loopback
-    /// (`benches/runtime.rs`, plaintext), 4 MiB per link gave 78% of raw TCP over 1 link
-    /// where an unlimited one gave 73%; 1 MiB per link swung between 40% and 75%.
+    /// Unsent bytes the sender takes ahead of its links (like TCP's `TCP_NOTSENT_LOWAT`), or
+    /// what all links together deliver in two of the slowest one's minimum round trips if
+    /// that is more; writes beyond it wait until a link takes data. `send_buffer` still
+    /// bounds what is in flight. Kept small, bytes are still in the CPU caches when they go
+    /// out, and a message written behind a bulk transfer waits for a few round trips of data,
+    /// not for a whole send buffer. On loopback (`benches/runtime.rs`, plaintext), 4 MiB gave
+    /// 78% of raw TCP over 1 link where an unlimited one gave 73%; 1 MiB swung between 40%
+    /// and 75%. Until 2026-11-22 (session 4) it counted per active link; with 4 links on
+    /// loopback that made 16 MiB, and the copies went cold.
     pub unsent_limit: u64,
     /// In-flight bytes allowed on a link before its delivery rate is known.
     pub initial_link_window: u64,
