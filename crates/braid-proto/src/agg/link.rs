@@ -236,9 +236,15 @@ impl Link {
 
     /// When a chunk of `len` bytes handed to this link now would arrive at the peer.
     pub fn expected_delivery(&self, now: Time, len: u64, initial_window: u64) -> Time {
+        now + Duration::from_secs_f64(self.delivery_secs(len, initial_window))
+    }
+
+    /// [`Link::expected_delivery`] in seconds from now (capped at an hour), without the
+    /// conversions: the scheduler compares every link's for every chunk.
+    pub fn delivery_secs(&self, len: u64, initial_window: u64) -> f64 {
         let rate = self.rate(initial_window);
         let secs = (self.queued(initial_window) + len as f64) / rate;
-        now + Duration::from_secs_f64(secs.min(3600.0)) + self.owd()
+        secs.min(3600.0) + self.owd().as_secs_f64()
     }
 
     /// Liveness timeout: `max(floor, rtts × srtt)`.

@@ -46,34 +46,33 @@ pub(crate) fn best_with_room(
 pub(crate) fn worth_sending(
     links: &BTreeMap<LinkId, Link>,
     id: LinkId,
-    now: Time,
     len: u64,
     backlog: u64,
     c: &Config,
 ) -> bool {
     let init = c.initial_link_window;
-    let mine = links[&id].expected_delivery(now, len, init);
+    let mine = links[&id].delivery_secs(len, init);
     // Links that would deliver this chunk sooner: when would they have delivered the whole
     // backlog between them? Link `m` delivers `rate_m × (t − start_m)` bytes by `t`, so
     // together they finish at `t = (backlog + Σ rate_m·start_m) / Σ rate_m`.
     //
     // "Sooner" compares like with like (each link's delivery of the same chunk), a strict
     // order: the link that would deliver it first never waits, so links can't all wait for
-    // each other.
+    // each other. (Times are in seconds from now.)
     let (mut rate_sum, mut weighted) = (0.0f64, 0.0f64);
     for l in links.values().filter(|l| l.id != id && usable(l)) {
-        if l.expected_delivery(now, len, init) < mine {
-            let start = l.expected_delivery(now, 0, init);
-            let r = l.rate(init);
+        let r = l.rate(init);
+        let start = l.delivery_secs(0, init);
+        if start + len as f64 / r < mine {
             rate_sum += r;
-            weighted += r * start.saturating_since(now).as_secs_f64();
+            weighted += r * start;
         }
     }
     if rate_sum == 0.0 {
         return true;
     }
     let faster_done = (backlog as f64 + weighted) / rate_sum;
-    faster_done > mine.saturating_since(now).as_secs_f64()
+    faster_done > mine
 }
 
 /// The window is blocked: the oldest unacknowledged chunk that `id` would deliver well

@@ -94,9 +94,14 @@ impl SendBuffer {
     }
 
     pub fn room(&self) -> u64 {
+        self.room_under(self.unsent_limit)
+    }
+
+    /// The room there would be under another unsent limit.
+    pub fn room_under(&self, unsent_limit: u64) -> u64 {
         self.limit
             .saturating_sub(self.buffered())
-            .min(self.unsent_limit.saturating_sub(self.unsent_len))
+            .min(unsent_limit.saturating_sub(self.unsent_len))
     }
 
     pub fn write(&mut self, data: &[u8]) -> usize {

@@ -637,8 +637,11 @@ fn unsent_limit_keeps_an_event_driven_writer_at_link_rate() {
 
 #[test]
 fn data_taken_by_a_link_makes_the_connection_writable_at_once() {
+    // A small initial window, so that the two-round-trip floor (two initial windows before
+    // a round trip is measured) stays under the 64 KiB limit.
     let mut p = Pair::new(Config {
         unsent_limit: 64 * 1024,
+        initial_link_window: 16 * 1024,
         ..Config::default()
     });
     p.add_link(100.0, 5);
