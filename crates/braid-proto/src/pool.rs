@@ -262,6 +262,31 @@ impl Stager {
         }
     }
 
+    /// Holds up to `spare` unused blocks between bursts of frees (see
+    /// [`BlockPool::with_spare`]); call [`Stager::trim`] when the copies are all dropped.
+    ///
+    /// A sender's blocks are freed as acknowledgements come, several at once, while the
+    /// application writes into new ones in between: with one spare, two of three blocks on
+    /// a loopback bulk transfer were fresh allocations (cold memory, page faults).
+    ///
+    /// ```
+    /// use braid_proto::pool::Stager;
+    ///
+    /// let mut s = Stager::new(1024, 8).with_spare(4);
+    /// let pieces: Vec<_> = (0..6).map(|_| s.copy(&[1; 1024])).collect();
+    /// drop(pieces);
+    /// s.trim(1);
+    /// ```
+    pub fn with_spare(mut self, spare: usize) -> Self {
+        self.pool = self.pool.with_spare(spare);
+        self
+    }
+
+    /// Frees the unused blocks beyond `spare` (when a burst is over).
+    pub fn trim(&mut self, spare: usize) {
+        self.pool.trim_unused(spare);
+    }
+
     /// Copies as much of `data` as the current block has room for (starting a new block if
     /// it is full) and returns the copy; it may be shorter than `data`, never empty unless
     /// `data` is.

@@ -140,10 +140,13 @@ pub(crate) fn start_connection(
         driver_done: watch::channel(false).0,
         settings,
         slots: Mutex::new(Vec::new()),
-        stage: Mutex::new(crate::proto::pool::Stager::new(
-            crate::connection::STAGE_BLOCK,
-            crate::connection::STAGE_BLOCKS_TRACKED,
-        )),
+        stage: Mutex::new(
+            crate::proto::pool::Stager::new(
+                crate::connection::STAGE_BLOCK,
+                crate::connection::STAGE_BLOCKS_TRACKED,
+            )
+            .with_spare(crate::connection::STAGE_SPARE),
+        ),
     });
     let conn = Connection::new(inner.clone());
     tokio::spawn(crate::driver::run(inner, rx));

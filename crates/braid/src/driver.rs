@@ -513,6 +513,14 @@ impl Driver {
             // The last acknowledgements must leave before the links close.
             self.transmit(&mut s, now, usize::MAX);
         }
+        if s.conn.stats().send_buffered == 0 {
+            // Everything written was acknowledged: the staging blocks held for the burst go.
+            inner
+                .stage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .trim(1);
+        }
         let deadline = s.conn.poll_timeout();
         let over = s.conn.is_closed() || inner.is_over();
         let flushed = self.links.values().all(|l| l.queued == 0);

@@ -159,7 +159,6 @@ impl Sealed {
         self.len = 0;
     }
 
-
     /// Makes the buffer `n` bytes longer and returns it whole.
     fn grow(&mut self, n: usize) -> &mut [u8] {
         self.len += n;

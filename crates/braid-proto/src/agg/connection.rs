@@ -576,13 +576,7 @@ impl Connection {
                 let backlog = self.send.sendable(self.peer_window_end);
                 let len = (backlog as usize).min(chunk);
                 if (len > 0 || self.send.unsent_len() == 0)
-                    && scheduler::worth_sending(
-                        &self.links,
-                        id,
-                        len as u64,
-                        backlog,
-                        &self.config,
-                    )
+                    && scheduler::worth_sending(&self.links, id, len as u64, backlog, &self.config)
                     && let Some((seq, data, fin)) = self.send.cut(chunk, self.peer_window_end)
                 {
                     let arrival = self.links[&id].expected_delivery(now, data.len() as u64, init);
