@@ -216,20 +216,44 @@ where
     (server.join().unwrap(), meter)
 }
 
-fn raw_tcp(total: u64) -> Figure {
+/// `total` bytes over `conns` TCP connections at once (an equal share each), from one
+/// sending thread to one receiving thread.
+fn raw_tcp(total: u64, conns: u64) -> Figure {
     let (got, m) = apart(
-        "raw",
-        |addr| async move {
+        if conns == 1 { "raw" } else { "raw4" },
+        move |addr| async move {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr.send(l.local_addr().unwrap()).unwrap();
-            sink(l.accept().await.unwrap().0).await
+            let mut sinks = Vec::new();
+            for _ in 0..conns {
+                sinks.push(tokio::spawn(sink(l.accept().await.unwrap().0)));
+            }
+            let mut n = 0;
+            for s in sinks {
+                n += s.await.unwrap();
+            }
+            n
         },
         move |addr, done| async move {
-            let s = TcpStream::connect(addr).await.unwrap();
-            s.set_nodelay(true).unwrap();
-            cubic(&s);
+            let mut socks = Vec::new();
+            for _ in 0..conns {
+                let s = TcpStream::connect(addr).await.unwrap();
+                s.set_nodelay(true).unwrap();
+                cubic(&s);
+                socks.push(s);
+            }
             let m = Meter::start();
-            pump(s, total).await;
+            let pumps: Vec<_> = socks
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let share = total / conns + u64::from((i as u64) < total % conns);
+                    tokio::spawn(pump(s, share))
+                })
+                .collect();
+            for p in pumps {
+                p.await.unwrap();
+            }
             let _ = done.await;
             m
         },
@@ -257,6 +281,9 @@ enum Api {
     Io,
     /// `Connection::write_chunk` of one shared 256 KiB buffer, `read_chunk` (no copies).
     Chunks,
+    /// No braid: as many plain TCP connections as links, written and read by one thread
+    /// each end (what the kernel alone makes of the same number of sockets).
+    RawTcp,
 }
 
 async fn chunk_sink(mut conn: braid::Connection) -> u64 {
@@ -290,6 +317,7 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
             match api {
                 Api::Io => sink(conn).await,
                 Api::Chunks => chunk_sink(conn).await,
+                Api::RawTcp => unreachable!("not a braid line"),
             }
         },
         move |addr, done| async move {
@@ -325,6 +353,7 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
             match api {
                 Api::Io => pump(conn, total).await,
                 Api::Chunks => chunk_pump(conn, total).await,
+                Api::RawTcp => unreachable!("not a braid line"),
             }
             let _ = done.await;
             m
@@ -427,6 +456,7 @@ fn main() {
             ("braid encrypted, 4 links", 4, Security::Encrypted, false, Api::Io),
             ("braid plaintext, 1 link, chunks", 1, Security::Plaintext, false, Api::Chunks),
             ("braid encrypted, 1 link, chunks", 1, Security::Encrypted, false, Api::Chunks),
+            ("raw TCP, 4 connections", 4, Security::Plaintext, false, Api::RawTcp),
         ] {
             // `BENCH_ONLY=text` runs the lines containing it; `BENCH_ONLY==line` that line.
             if std::env::var("BENCH_ONLY").is_ok_and(|o| match o.strip_prefix('=') {
@@ -445,7 +475,7 @@ fn main() {
                         others: 0.0,
                     }
                 } else {
-                    raw_tcp(total)
+                    raw_tcp(total, 1)
                 }
             };
             // Each braid run sits between two raw TCP runs. Rounds during which other
@@ -459,7 +489,10 @@ fn main() {
                 let braid = if std::env::var("BENCH_NO_BRAID").is_ok() {
                     before.clone()
                 } else {
-                    braid_bulk(links, sec, crc, api, total)
+                    match api {
+                        Api::RawTcp => raw_tcp(total, links.into()),
+                        _ => braid_bulk(links, sec, crc, api, total),
+                    }
                 };
                 let after = baseline();
                 let round = Round::new(&before, braid, &after);
