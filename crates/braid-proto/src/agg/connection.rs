@@ -107,7 +107,9 @@ impl Connection {
         let recv = ReorderBuffer::new(config.recv_window);
         let send = SendBuffer::new(
             config.send_buffer,
-            config.unsent_limit.max(config.chunk_size as u64),
+            config
+                .unsent_limit
+                .max(config.chunk_size.max(config.max_chunk_size) as u64),
         );
         Connection {
             window_advertised: recv.window_end(),
@@ -474,7 +476,7 @@ impl Connection {
         let backlog = (2.0 * rate * rtt.as_secs_f64()).min(u64::MAX as f64 / 2.0) as u64;
         backlog
             .max(self.config.unsent_limit)
-            .max(self.config.chunk_size as u64)
+            .max(self.config.chunk_size.max(self.config.max_chunk_size) as u64)
     }
 
     fn transmit_into(&mut self, link: LinkId, now: Time, max: usize, out: &mut impl Sink) -> usize {
@@ -551,7 +553,7 @@ impl Connection {
 
     /// Schedules chunks on `id` (resends first, then new data), within its window.
     fn transmit_data(&mut self, id: LinkId, now: Time, max: usize, out: &mut impl Sink) {
-        let chunk = self.config.chunk_size;
+        let chunk = self.links[&id].chunk_size(&self.config);
         let init = self.config.initial_link_window;
         let start = out.written();
         while out.written() - start < max {
@@ -736,7 +738,7 @@ impl Connection {
     /// the driver copies outside its lock, or hands over buffers it already owns. Takes only
     /// what fits in the send buffer ([`Connection::send_capacity`]) and returns how much.
     ///
-    /// Each call's bytes go out as chunks of their own (at most `chunk_size` each); small
+    /// Each call's bytes go out as chunks of their own (at most a link's chunk size each, see `Config::max_chunk_size`); small
     /// writes are better served by [`Connection::write`], which packs them together.
     pub fn write_bytes(&mut self, data: Bytes) -> Result<usize, WriteError> {
         self.check_writable()?;

@@ -46,6 +46,11 @@ use crate::Time;
 /// RTT assumed before the first sample (RFC 6298's spirit: be patient with a new path).
 const INITIAL_RTT: Duration = Duration::from_millis(250);
 
+/// How long a link takes to send one chunk at most, where chunks are larger than
+/// `Config::chunk_size` (see [`Link::chunk_size`]): a millisecond adds little to a chunk's
+/// delivery time, and at 512 Mbit/s and up the chunk is `Config::max_chunk_size` (64 KiB).
+pub const CHUNK_TIME: Duration = Duration::from_millis(1);
+
 /// One transmission of a chunk on a link, in send order (links are FIFO, so the peer's
 /// per-link frame count acknowledges exactly a prefix of these).
 #[derive(Debug, Clone)]
@@ -216,7 +221,7 @@ impl Link {
     /// The delay is at least `c.window_rtt_floor`, so a few-µs idle round trip on loopback
     /// does not size the window below what batched acknowledgements need.
     pub fn window(&self, now: Time, c: &Config) -> u64 {
-        let chunk = c.chunk_size as u64;
+        let chunk = self.chunk_size(c) as u64;
         let w = if self.has_rate_sample() {
             let rtt = self.min_rtt().max(c.window_rtt_floor);
             let bdp = self.rate.get() * rtt.as_secs_f64();
@@ -226,6 +231,17 @@ impl Link {
         };
         let w = if now < self.penalized_until { w / 2 } else { w };
         w.max(2 * chunk)
+    }
+
+    /// The chunk size for this link: what it sends in [`CHUNK_TIME`] at its delivery rate,
+    /// between `c.chunk_size` and `c.max_chunk_size` (`c.chunk_size` until the rate is known).
+    pub fn chunk_size(&self, c: &Config) -> usize {
+        let min = c.chunk_size;
+        if !self.has_rate_sample() {
+            return min;
+        }
+        let n = (self.rate.get() * CHUNK_TIME.as_secs_f64()).min(usize::MAX as f64 / 2.0);
+        (n as usize).clamp(min, c.max_chunk_size.max(min))
     }
 
     /// Bytes queued ahead of a new chunk (in flight beyond what the path itself holds).

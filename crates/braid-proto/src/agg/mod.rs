@@ -45,8 +45,15 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Largest chunk the sender cuts (bytes). Smaller writes go out at once as smaller chunks.
+    /// Chunk size (bytes) on links that send under this much per millisecond, and on a link
+    /// whose rate is not known yet. Faster links get a millisecond of their rate per chunk,
+    /// up to `max_chunk_size`. Smaller writes go out at once as smaller chunks.
     pub chunk_size: usize,
+    /// Largest chunk (bytes), on fast links. Every chunk costs the sender the same
+    /// scheduling and bookkeeping whatever its size: on loopback, 64 KiB chunks instead of
+    /// 16 KiB took plaintext from 80% to 90% of raw TCP. Slow links keep small chunks, so
+    /// their windows (two chunks at least) and queues stay short.
+    pub max_chunk_size: usize,
     /// Receive window (bytes): the most this side buffers for the application, in order or
     /// not. The peer never sends beyond it.
     pub recv_window: u64,
@@ -87,6 +94,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             chunk_size: 16 * 1024,
+            max_chunk_size: 64 * 1024,
             recv_window: 16 * 1024 * 1024,
             send_buffer: 16 * 1024 * 1024,
             unsent_limit: 4 * 1024 * 1024,
