@@ -194,6 +194,8 @@ fn seal_messages<'a>(
     // Where the message being filled starts (its length prefix).
     let mut open: Option<usize> = None;
     let mut record_left = 0usize;
+    // Bytes of the current record still to go before its message ends (its head, see below).
+    let mut head_left = 0usize;
     let set_len = |out: &mut Sealed, start: usize| {
         let len = (out.len() - start - 2) as u16;
         out[start..start + 2].copy_from_slice(&len.to_be_bytes());
@@ -209,9 +211,17 @@ fn seal_messages<'a>(
             if let Some(record_len) = record_len.filter(|_| record_left == 0) {
                 // Unknown lengths count as the rest of the piece.
                 record_left = record_len(piece).filter(|&n| n > 0).unwrap_or(piece.len());
+                // A record too large for one message (a 64 KiB chunk and its header) ends
+                // in full messages; its head, the rest, ends the message it starts in. The
+                // reader joins a small head to the next message in place (moving a few
+                // bytes), so it still hands the record on without copying it.
+                let head = (record_left - 1) % MAX_PAYLOAD + 1;
+                if record_left > MAX_PAYLOAD {
+                    head_left = head;
+                }
                 if let Some(start) = open {
                     let fill = out.len() - start - 2;
-                    if record_left <= MAX_PAYLOAD && fill + record_left > MAX_PAYLOAD {
+                    if fill + head > MAX_PAYLOAD {
                         seal(out, start, &mut nonce);
                         open = None;
                     }
@@ -226,8 +236,15 @@ fn seal_messages<'a>(
             let mut k = room.min(piece.len());
             if record_len.is_some() {
                 k = k.min(record_left);
+                if head_left > 0 {
+                    k = k.min(head_left);
+                }
                 record_left -= k;
             }
+            let head_done = head_left > 0 && {
+                head_left -= k;
+                head_left == 0
+            };
             if k >= SEAL_DIRECT_MIN {
                 let buf = out.grow(k + TAG);
                 let (message, tail_out) = buf.split_at_mut(head);
@@ -237,7 +254,7 @@ fn seal_messages<'a>(
                 open = None;
             } else {
                 out.extend_from_slice(&piece[..k]);
-                if k == room {
+                if k == room || head_done {
                     seal(out, start, &mut nonce);
                     open = None;
                 }
@@ -629,6 +646,7 @@ async fn handshake_inner(
             nonce: 0,
             buf: BytesMut::new(),
             plain: BytesMut::new(),
+            opened: 0,
             blocks: BlockPool::new(READ_CHUNK, READ_BLOCKS_TRACKED),
         },
         writer: LinkWriter {
@@ -656,14 +674,21 @@ pub struct LinkReader {
     cipher: Option<TransportCipher>,
     nonce: u64,
     buf: BytesMut,
-    /// Decrypted bytes not yet returned by [`LinkReader::read_records`].
+    /// Decrypted bytes not yet returned by [`LinkReader::read_records`] that had to be copied
+    /// aside (a partial record too large to join to the next message in place).
     plain: BytesMut,
+    /// Length of the opened head of a record at the front of `buf` (followed by the tag of
+    /// its message), waiting to be joined to the next message.
+    opened: usize,
     /// Blocks for the buffer [`LinkReader::read_records`] hands out pieces of.
     blocks: BlockPool,
 }
 
 /// Spent read blocks tracked for reuse: enough for a full 16 MiB receive window.
 const READ_BLOCKS_TRACKED: usize = 96;
+/// The largest opened head of a record the reader moves to join the next message in place
+/// (larger ones are copied aside).
+const JOIN_MAX: usize = 4096;
 
 impl std::fmt::Debug for LinkReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -737,32 +762,62 @@ impl LinkReader {
                 if n > 0 {
                     return Ok(Some(self.plain.split_to(n)));
                 }
-                while self.buf.len() >= 2 {
-                    let len = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
+                loop {
+                    // `buf`: the opened head of a record (if any), the tag of the message it
+                    // came from, then messages still sealed.
+                    let at = if self.opened > 0 {
+                        self.opened + TAG
+                    } else {
+                        0
+                    };
+                    if self.buf.len() < at + 2 {
+                        break;
+                    }
+                    let len = u16::from_be_bytes([self.buf[at], self.buf[at + 1]]) as usize;
                     if len < TAG {
                         return Err(AuthError::Tampered);
                     }
-                    if self.buf.len() < 2 + len {
+                    if self.buf.len() < at + 2 + len {
                         break;
                     }
-                    // Opened in place. A message holding whole records (the sender aligns
-                    // them, see `LinkWriter::write_frames`) is handed out as it is.
-                    let mut msg = self.buf.split_to(2 + len);
-                    msg.advance(2);
-                    let plain = cipher.open(self.nonce, &mut msg)?.len();
+                    // Opened in place, then the head (a few bytes) moves up to join it.
+                    let p = cipher
+                        .open(self.nonce, &mut self.buf[at + 2..at + 2 + len])?
+                        .len();
                     self.nonce += 1;
-                    msg.truncate(plain);
-                    if msg.is_empty() {
+                    let start = at + 2 - self.opened;
+                    self.buf.copy_within(0..self.opened, start);
+                    self.buf.advance(start);
+                    let total = std::mem::take(&mut self.opened) + p;
+                    // `buf`: `total` bytes of plaintext, the message's tag, the rest.
+                    if !self.plain.is_empty() {
+                        // Bytes copied aside come first: this message follows them there.
+                        self.blocks.refill(&mut self.plain, total);
+                        self.plain.extend_from_slice(&self.buf[..total]);
+                        self.buf.advance(total + TAG);
+                        let n = whole(&self.plain);
+                        if n > 0 {
+                            return Ok(Some(self.plain.split_to(n)));
+                        }
                         continue;
                     }
-                    if self.plain.is_empty() && whole(&msg) == msg.len() {
-                        return Ok(Some(msg));
+                    // Whole records go out as they lie (the sender aligns them, see
+                    // `seal_messages`); a small head stays for the next message, anything
+                    // else partial is copied aside.
+                    let n = whole(&self.buf[..total]);
+                    let out = self.buf.split_to(n);
+                    let rest = total - n;
+                    if rest == 0 {
+                        self.buf.advance(TAG);
+                    } else if rest <= JOIN_MAX {
+                        self.opened = rest;
+                    } else {
+                        self.blocks.refill(&mut self.plain, rest);
+                        self.plain.extend_from_slice(&self.buf[..rest]);
+                        self.buf.advance(rest + TAG);
                     }
-                    self.blocks.refill(&mut self.plain, msg.len());
-                    self.plain.extend_from_slice(&msg);
-                    let n = whole(&self.plain);
                     if n > 0 {
-                        return Ok(Some(self.plain.split_to(n)));
+                        return Ok(Some(out));
                     }
                 }
             } else {
@@ -816,6 +871,14 @@ impl LinkReader {
             return Ok(Some(self.buf.split().freeze()));
         };
         let mut out = BytesMut::new();
+        // What `read_records` left opened or copied aside comes first.
+        if !self.plain.is_empty() {
+            out.extend_from_slice(&self.plain.split());
+        }
+        if self.opened > 0 {
+            out.extend_from_slice(&self.buf[..self.opened]);
+            self.buf.advance(std::mem::take(&mut self.opened) + TAG);
+        }
         loop {
             if self.buf.len() < 2 {
                 break;
@@ -1226,6 +1289,45 @@ mod tests {
             at += n;
         }
         at
+    }
+
+    #[tokio::test]
+    async fn records_larger_than_a_message_are_joined_in_place() {
+        // 64 KiB records (an engine chunk and its header do not fit one message), between
+        // small ones, over a small socket buffer so the reader sees partial messages.
+        let (mut c, mut s) = linked(Security::Encrypted, 1 << 16).await;
+        let mut segments = Vec::new();
+        let mut all = Vec::new();
+        for i in 0..40usize {
+            let len = if i % 3 == 2 { 20 } else { 65_536 };
+            let body: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+            let head = (len as u32).to_be_bytes();
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&body);
+            segments.push(Bytes::copy_from_slice(&head));
+            segments.push(Bytes::from(body));
+        }
+        let total = all.len();
+        let writer = async {
+            // Three records per write, as the engine hands a link whole frames.
+            for batch in segments.chunks(6) {
+                c.writer.write_records(batch, &rec_len).await.unwrap();
+            }
+            c.writer.shutdown().await.unwrap();
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            while let Some(b) = s.reader.read_records(whole_recs).await.unwrap() {
+                assert_eq!(whole_recs(&b), b.len(), "a piece of whole records");
+                got.extend_from_slice(&b);
+            }
+            got
+        };
+        let ((), got) = tokio::join!(writer, reader);
+        assert_eq!(got.len(), total);
+        assert!(got == all, "the records arrive intact and in order");
+        // Every record was handed on from where it was opened: nothing was copied aside.
+        assert_eq!(s.reader.plain.capacity(), 0, "a record was copied aside");
     }
 
     #[tokio::test]
