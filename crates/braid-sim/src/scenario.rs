@@ -141,13 +141,15 @@ fn seeds_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineSpec {
-    /// Largest chunk the sender cuts.
+    /// Chunk size on slow links (and before a link's rate is known).
     pub chunk_size: Option<ByteSize>,
+    /// Largest chunk, on fast links (chunks are a millisecond of a link's rate in between).
+    pub max_chunk_size: Option<ByteSize>,
     /// Receive window.
     pub recv_window: Option<ByteSize>,
     /// Sender buffer limit.
     pub send_buffer: Option<ByteSize>,
-    /// Unsent bytes the sender takes ahead of each active link.
+    /// Unsent bytes the sender takes ahead of its links.
     pub unsent_limit: Option<ByteSize>,
     /// In-flight bytes allowed on a link before its rate is known.
     pub initial_link_window: Option<ByteSize>,
@@ -175,6 +177,9 @@ impl EngineSpec {
     pub fn apply(&self, c: &mut braid_proto::agg::Config) {
         if let Some(v) = self.chunk_size {
             c.chunk_size = v.0 as usize;
+        }
+        if let Some(v) = self.max_chunk_size {
+            c.max_chunk_size = v.0 as usize;
         }
         if let Some(v) = self.recv_window {
             c.recv_window = v.0;
@@ -536,12 +541,17 @@ impl Scenario {
             ("engine_b", self.engine_b.as_ref()),
         ] {
             let Some(e) = e else { continue };
-            if let Some(c) = e.chunk_size {
-                if c.0 == 0 || c.0 > braid_proto::agg::frame::MAX_CHUNK as u64 {
-                    return Err(invalid(
-                        format!("{name}.chunk_size"),
-                        "must be between 1 byte and 1MiB",
-                    ));
+            for (key, size) in [
+                ("chunk_size", e.chunk_size),
+                ("max_chunk_size", e.max_chunk_size),
+            ] {
+                if let Some(c) = size {
+                    if c.0 == 0 || c.0 > braid_proto::agg::frame::MAX_CHUNK as u64 {
+                        return Err(invalid(
+                            format!("{name}.{key}"),
+                            "must be between 1 byte and 1MiB",
+                        ));
+                    }
                 }
             }
             if e.recv_window.is_some_and(|w| w.0 == 0) {
