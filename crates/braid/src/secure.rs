@@ -124,6 +124,12 @@ impl TransportCipher {
     }
 }
 
+/// Bytes of records [`LinkWriter::write_records`] seals before it writes them: about the most
+/// its buffer of sealed messages holds (per link, until [`LinkWriter::release_buffer`]).
+/// Writes of 1 MiB instead of 256 KiB took encrypted loopback from 59-61% to 60-67% of raw
+/// TCP, at 0.48 instead of 0.58 CPU seconds per GB.
+const SEAL_GROUP: usize = 1024 * 1024;
+
 /// A record's length from its first bytes (`None`: unknown).
 type RecordLen<'a> = &'a dyn Fn(&[u8]) -> Option<usize>;
 
@@ -1008,6 +1014,16 @@ impl LinkWriter {
         r
     }
 
+    /// Frees the buffer sealed messages are built in (for an idle link; the next write
+    /// allocates it again).
+    ///
+    /// ```
+    /// # fn f(mut w: braid::secure::LinkWriter) { w.release_buffer(); }
+    /// ```
+    pub fn release_buffer(&mut self) {
+        self.out = Sealed::default();
+    }
+
     /// Writes what [`LinkWriter::try_write_records`] left over.
     ///
     /// # Errors
@@ -1143,6 +1159,38 @@ impl LinkWriter {
         record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
     ) -> io::Result<()> {
         self.flush_pending().await?;
+        if self.cipher.is_none() {
+            return self.write_segments(segments).await;
+        }
+        // Sealed and written a group of whole records at a time, about SEAL_GROUP bytes each,
+        // so the buffer of sealed messages stays that small whatever the caller hands over.
+        let (mut start, mut bytes, mut left) = (0, 0, 0usize);
+        for (i, seg) in segments.iter().enumerate() {
+            let mut rest = &seg[..];
+            while !rest.is_empty() {
+                if left == 0 {
+                    left = record_len(rest).filter(|&n| n > 0).unwrap_or(rest.len());
+                }
+                let k = left.min(rest.len());
+                left -= k;
+                rest = &rest[k..];
+            }
+            bytes += seg.len();
+            if (left == 0 && bytes >= SEAL_GROUP) || i + 1 == segments.len() {
+                self.seal_and_write(&segments[start..=i], record_len)
+                    .await?;
+                (start, bytes) = (i + 1, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals `segments` (whole records) and writes them.
+    async fn seal_and_write(
+        &mut self,
+        segments: &[Bytes],
+        record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
+    ) -> io::Result<()> {
         let Some(cipher) = &self.cipher else {
             return self.write_segments(segments).await;
         };
