@@ -33,8 +33,8 @@ use crate::spec::LinkSpec;
 /// Most bytes the driver asks the engine for in one `poll_transmit` for one link (the
 /// link's window still bounds it). Every batch costs a hop to the link's writer task and a
 /// system call whatever its size: on loopback, 1 MiB batches instead of 256 KiB took
-/// plaintext from 91% to 116-126% of raw TCP (which writes 256 KiB at a time), 4 links from
-/// 85-89% to 106-110%, encrypted from 61% to 68%.
+/// plaintext from 91% to 114-126% of raw TCP (which writes 256 KiB at a time), 4 links from
+/// 85-89% to 100-107% (`benches/runtime.rs`).
 pub(crate) const BATCH: usize = 1024 * 1024;
 /// Most bytes an application's write hands straight to an idle link ([`direct_transmit`]):
 /// the latency path, kept to the size the encrypting writer seals at once.

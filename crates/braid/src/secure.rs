@@ -8,9 +8,10 @@
 //!   per-direction counter nonce and sent as `u16 length | ciphertext` (at most 65535 bytes).
 //!   A tampered, replayed, reordered or dropped message fails to decrypt and kills that link
 //!   only; the engine resends its data on the others.
-//!   These are standard Noise transport messages (the keys of Noise's `Split()`, sealed
-//!   and opened in place with aws-lc-rs); the sender fills each with whole engine frames where
-//!   it can ([`LinkWriter::write_records`]) so the receiver passes it on without copying.
+//!   These are standard Noise transport messages (the keys of Noise's `Split()`, sealed and
+//!   opened with aws-lc-rs in braid's own buffers, chunk payloads encrypted straight from the
+//!   send buffer); the sender fills each with whole engine frames where it can
+//!   ([`LinkWriter::write_records`]) so the receiver passes it on without copying.
 //! - [`Security::Plaintext`]: the handshake still proves both sides hold the key, then bytes
 //!   flow in the clear (with CRC32C on every chunk if the client asks for checksums). Only
 //!   with an explicit flag.
@@ -77,8 +78,9 @@ const MSG2_LEN: usize = 32 + 1 + TAG;
 
 /// One direction's Noise transport cipher: AES-256-GCM with Noise's nonce (32 zero bits,
 /// then the 64-bit message counter big-endian) and no associated data, keyed by Noise's
-/// `Split()`. It runs aws-lc-rs directly on braid's own buffers, so messages are sealed and opened
-/// in place (snow's transport API copies every message, and allocates on the way in).
+/// `Split()`. It runs aws-lc-rs directly on braid's own buffers, so messages are sealed and
+/// opened without extra copies (snow's transport API copies every message, and allocates on
+/// the way in).
 struct TransportCipher(aws_lc_rs::aead::LessSafeKey);
 
 impl TransportCipher {
@@ -185,7 +187,9 @@ impl Sealed {
 ///
 /// With `record_len` (a record's length from its first bytes), no record that fits in one
 /// message straddles two: every message then holds whole records and the reader hands it on
-/// without copying. Records must start at piece starts or right after the previous record.
+/// without copying. A larger record ends in full messages after a head that ends the
+/// message it starts in (the reader joins a small head in place). Records must start at
+/// piece starts or right after the previous record.
 ///
 /// A large piece (an engine chunk's payload) ends its message: it is encrypted from where it
 /// lies, after whatever small pieces (frame headers) the message already holds. So engine
@@ -237,8 +241,8 @@ fn seal_messages<'a>(
                 out.extend_from_slice(&[0, 0]);
                 out.len() - 2
             });
-            let head = out.len();
-            let room = MAX_PAYLOAD - (head - start - 2);
+            let end = out.len();
+            let room = MAX_PAYLOAD - (end - start - 2);
             let mut k = room.min(piece.len());
             if record_len.is_some() {
                 k = k.min(record_left);
@@ -253,7 +257,7 @@ fn seal_messages<'a>(
             };
             if k >= SEAL_DIRECT_MIN {
                 let buf = out.grow(k + TAG);
-                let (message, tail_out) = buf.split_at_mut(head);
+                let (message, tail_out) = buf.split_at_mut(end);
                 cipher.seal_scatter(nonce, &mut message[start + 2..], &piece[..k], tail_out);
                 set_len(out, start);
                 nonce += 1;

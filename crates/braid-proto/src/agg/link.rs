@@ -241,7 +241,7 @@ impl Link {
             return min;
         }
         let n = (self.rate.get() * CHUNK_TIME.as_secs_f64()).min(usize::MAX as f64 / 2.0);
-        (n as usize).clamp(min, c.max_chunk_size.max(min))
+        (n as usize).clamp(min, c.largest_chunk())
     }
 
     /// Bytes queued ahead of a new chunk (in flight beyond what the path itself holds).

@@ -90,6 +90,13 @@ pub struct Config {
     pub crc: bool,
 }
 
+impl Config {
+    /// The largest chunk the sender cuts on any link.
+    pub(crate) fn largest_chunk(&self) -> usize {
+        self.chunk_size.max(self.max_chunk_size)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
