@@ -6,7 +6,8 @@
 //!   `AsyncRead`/`AsyncWrite`, and ("chunks") through `write_chunk`/`read_chunk`;
 //! - 64-byte echo round trips through an idle connection.
 //!
-//! Senders use cubic congestion control (raw TCP and braid links alike).
+//! Senders use cubic congestion control (raw TCP and braid links alike). The application
+//! writes 256 KiB at a time, to raw TCP and to braid alike.
 //!
 //! `cargo bench -p braid --bench runtime`. `BENCH_MB` sets the transfer size (default 1000),
 //! `BENCH_ROUNDS` how many braid runs per line (default 5; each sits between two raw TCP

@@ -41,9 +41,12 @@ pub(crate) const BATCH: usize = 1024 * 1024;
 pub(crate) const DIRECT_BATCH: usize = 256 * 1024;
 /// Most buffers handed to one link's writer and not yet written.
 pub(crate) const MAX_QUEUED: usize = 2;
-/// A link's writer idle this long frees its buffer of sealed messages (up to a megabyte on an
-/// encrypted link; it is allocated again at the next write).
+/// A link's writer that wrote no batch over [`SMALL_WRITE`] bytes for this long frees its
+/// buffer of sealed messages (up to a megabyte on an encrypted link; it grows again with the
+/// next large write).
 const WRITER_IDLE: Duration = Duration::from_secs(1);
+/// See [`WRITER_IDLE`].
+const SMALL_WRITE: usize = 64 * 1024;
 /// How long a connection whose application let go of it may take to deliver what it has
 /// and see the peer's end.
 const LINGER: Duration = Duration::from_secs(30);
@@ -278,14 +281,16 @@ async fn writer_task(
     mut rx: mpsc::UnboundedReceiver<WriterCmd>,
     tx: mpsc::Sender<ToDriver>,
 ) {
+    // The last time this link wrote a large batch: a link that has not for WRITER_IDLE (an
+    // idle connection still sends keepalives) keeps no large buffer of sealed messages.
+    let mut last_large = tokio::time::Instant::now();
     loop {
         let cmd = match tokio::time::timeout(WRITER_IDLE, rx.recv()).await {
             Ok(Some(cmd)) => cmd,
             Ok(None) => break,
             Err(_) => {
-                // Idle: the link keeps no buffer of sealed messages meanwhile.
                 let mut w = slot.take().await;
-                w.release_buffer();
+                w.shrink_buffer(SMALL_WRITE);
                 slot.put(w);
                 continue;
             }
@@ -296,6 +301,11 @@ async fn writer_task(
                 let r = w.write_records(buf, &engine_frame_len).await;
                 slot.queued
                     .fetch_sub(1, std::sync::atomic::Ordering::Release);
+                if buf.iter().map(|b| b.len()).sum::<usize>() > SMALL_WRITE {
+                    last_large = tokio::time::Instant::now();
+                } else if last_large.elapsed() > WRITER_IDLE {
+                    w.shrink_buffer(SMALL_WRITE);
+                }
                 slot.put(w);
                 r
             }
