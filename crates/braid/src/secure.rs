@@ -939,6 +939,28 @@ impl std::fmt::Debug for LinkWriter {
 }
 
 impl LinkWriter {
+    /// Seals `pieces` (with `record_len`, aligned to records: see [`seal_messages`]) into the
+    /// buffer of sealed messages, taken out of the writer (put it back once written, see
+    /// [`LinkWriter::write_sealed`]); `None` on a plaintext link.
+    fn seal<'a>(
+        &mut self,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+        record_len: Option<RecordLen<'_>>,
+    ) -> Option<Sealed> {
+        let cipher = self.cipher.as_ref()?;
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        self.nonce = seal_messages(cipher, self.nonce, pieces, record_len, &mut out);
+        Some(out)
+    }
+
+    /// Writes sealed messages and puts their buffer back for the next ones.
+    async fn write_sealed(&mut self, out: Sealed) -> io::Result<()> {
+        let r = self.inner.write_all(&out).await;
+        self.out = out;
+        r
+    }
+
     /// Encrypts `data` (as messages of at most [`MAX_PAYLOAD`] bytes) and writes it all with
     /// as few system calls as the socket allows.
     ///
@@ -951,15 +973,10 @@ impl LinkWriter {
     /// See the [module example](self).
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.flush_pending().await?;
-        let Some(cipher) = &self.cipher else {
-            return self.inner.write_all(data).await;
-        };
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        self.nonce = seal_messages(cipher, self.nonce, [data], None, &mut out);
-        let r = self.inner.write_all(&out).await;
-        self.out = out;
-        r
+        match self.seal([data], None) {
+            Some(out) => self.write_sealed(out).await,
+            None => self.inner.write_all(data).await,
+        }
     }
 
     /// Writes `segments` in order (encrypted as messages of at most [`MAX_PAYLOAD`] bytes),
@@ -1000,22 +1017,10 @@ impl LinkWriter {
             }
             return Ok(());
         }
-        let Some(cipher) = &self.cipher else {
-            return Ok(());
-        };
-        // Gathered straight into the messages and sealed in place: one copy.
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        self.nonce = seal_messages(
-            cipher,
-            self.nonce,
-            segments.iter().map(|s| &s[..]),
-            None,
-            &mut out,
-        );
-        let r = self.inner.write_all(&out).await;
-        self.out = out;
-        r
+        match self.seal(segments.iter().map(|s| &s[..]), None) {
+            Some(out) => self.write_sealed(out).await,
+            None => Ok(()),
+        }
     }
 
     /// Frees the buffer sealed messages are built in if it holds more than `max` bytes (for
@@ -1089,17 +1094,11 @@ impl LinkWriter {
         segments: &[Bytes],
         record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
     ) -> io::Result<bool> {
-        match &self.cipher {
-            Some(cipher) => {
-                let mut out = std::mem::take(&mut self.out);
-                out.clear();
-                self.nonce = seal_messages(
-                    cipher,
-                    self.nonce,
-                    segments.iter().map(|s| &s[..]),
-                    Some(record_len as RecordLen<'_>),
-                    &mut out,
-                );
+        match self.seal(
+            segments.iter().map(|s| &s[..]),
+            Some(record_len as RecordLen<'_>),
+        ) {
+            Some(out) => {
                 if self.pending.is_empty() {
                     let n = poll_once(&mut self.inner, &[io::IoSlice::new(&out)])?;
                     if n < out.len() {
@@ -1197,21 +1196,13 @@ impl LinkWriter {
         segments: &[Bytes],
         record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
     ) -> io::Result<()> {
-        let Some(cipher) = &self.cipher else {
-            return self.write_segments(segments).await;
-        };
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        self.nonce = seal_messages(
-            cipher,
-            self.nonce,
+        match self.seal(
             segments.iter().map(|s| &s[..]),
             Some(record_len as RecordLen<'_>),
-            &mut out,
-        );
-        let r = self.inner.write_all(&out).await;
-        self.out = out;
-        r
+        ) {
+            Some(out) => self.write_sealed(out).await,
+            None => self.write_segments(segments).await,
+        }
     }
 
     /// Flushes and shuts down the write direction (the peer reads a clean end).
