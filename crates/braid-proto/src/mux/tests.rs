@@ -34,6 +34,15 @@ impl Mock {
         }
     }
 
+    /// A server that accepted stream 1, opened by the peer with an empty SYN (nothing
+    /// was sent back yet: the ACK goes with the stream's first frame).
+    fn accepted() -> (Self, StreamId) {
+        let mut m = Mock::new(Side::Server);
+        m.send(data(1, Flags::SYN, 0), &[]).unwrap();
+        let id = m.conn.accept().unwrap();
+        (m, id)
+    }
+
     /// Sends a frame to the connection under test.
     fn send(&mut self, h: Header, payload: &[u8]) -> Result<(), ConnectionError> {
         let mut b = BytesMut::new();
@@ -289,9 +298,7 @@ fn reset_before_syn_sends_nothing() {
 
 #[test]
 fn released_stream_finishes_and_discards_input_while_granting_window() {
-    let mut m = Mock::new(Side::Server);
-    m.send(data(1, Flags::SYN, 0), &[]).unwrap();
-    let id = m.conn.accept().unwrap();
+    let (mut m, id) = Mock::accepted();
     m.conn.release(id);
     assert_eq!(m.headers(), vec![data(1, Flags::ACK | Flags::FIN, 0)]);
     let big = vec![0u8; 200 * 1024];
@@ -373,9 +380,7 @@ fn data_beyond_window_is_a_protocol_error() {
 
 #[test]
 fn reader_gets_window_back_after_half_a_window() {
-    let mut m = Mock::new(Side::Server);
-    m.send(data(1, Flags::SYN, 0), &[]).unwrap();
-    let id = m.conn.accept().unwrap();
+    let (mut m, id) = Mock::accepted();
     m.recv();
     let half = INITIAL_WINDOW as usize / 2;
     m.send(data(1, Flags::NONE, half - 1), &vec![1; half - 1])
@@ -397,9 +402,7 @@ fn reader_gets_window_back_after_half_a_window() {
 
 #[test]
 fn update_grants_only_what_was_read_while_a_frame_is_half_received() {
-    let mut m = Mock::new(Side::Server);
-    m.send(data(1, Flags::SYN, 0), &[]).unwrap();
-    let id = m.conn.accept().unwrap();
+    let (mut m, id) = Mock::accepted();
     m.recv();
     let half = INITIAL_WINDOW as usize / 2;
     m.send(data(1, Flags::NONE, half), &vec![1; half]).unwrap();
