@@ -296,6 +296,36 @@ where
         .unwrap()
 }
 
+/// One side of [`split_bulk`] on its own thread (`sender` or `receiver`): sets up its ends
+/// of the streams, waits at `ready` for the other side, counts itself in `started`, then runs
+/// `task(i, end)` for every stream until they end.
+fn split_side<F, Fut>(
+    kind: Contender,
+    socks: Vec<std::net::TcpStream>,
+    n: usize,
+    client: bool,
+    (ready, started): (Arc<tokio::sync::Barrier>, Arc<AtomicU64>),
+    task: F,
+) -> std::thread::JoinHandle<()>
+where
+    F: Fn(usize, Box<dyn Io>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Box<dyn Io>> + Send + 'static,
+{
+    let name = if client { "sender" } else { "receiver" };
+    on_own_thread(name, move || async move {
+        let (ends, keep) = split_end(kind, socks, n, client).await;
+        ready.wait().await;
+        started.fetch_add(1, Ordering::Relaxed);
+        let tasks: Vec<_> = ends
+            .into_iter()
+            .enumerate()
+            .map(|(i, end)| tokio::spawn(task(i, end)))
+            .collect();
+        join_all(tasks).await;
+        drop(keep);
+    })
+}
+
 /// One end of a split-ends run: the contender's streams (or raw sockets) over `socks`, each
 /// stream opened (client) or accepted (server) and one byte exchanged both ways (so the
 /// yamux crate's lazy ACK goes out), and whatever must live as long as they do.
@@ -382,32 +412,17 @@ fn split_bulk(kind: Contender, n: usize, dur: Duration) -> Vec<u64> {
     let ready = Arc::new(tokio::sync::Barrier::new(2));
     let started = Arc::new(AtomicU64::new(0));
     let sender = {
-        let (stop, ready, started) = (stop.clone(), ready.clone(), started.clone());
-        on_own_thread("sender", move || async move {
-            let (ends, keep) = split_end(kind, cs, n, true).await;
-            ready.wait().await;
-            started.fetch_add(1, Ordering::Relaxed);
-            let tasks: Vec<_> = ends
-                .into_iter()
-                .map(|w| tokio::spawn(write_until(w, stop.clone())))
-                .collect();
-            join_all(tasks).await;
-            drop(keep);
+        let stop = stop.clone();
+        let side = (ready.clone(), started.clone());
+        split_side(kind, cs, n, true, side, move |_, w| {
+            write_until(w, stop.clone())
         })
     };
     let receiver = {
-        let (counters, ready, started) = (counters.clone(), ready.clone(), started.clone());
-        on_own_thread("receiver", move || async move {
-            let (ends, keep) = split_end(kind, ss, n, false).await;
-            ready.wait().await;
-            started.fetch_add(1, Ordering::Relaxed);
-            let tasks: Vec<_> = ends
-                .into_iter()
-                .zip(counters)
-                .map(|(r, counter)| tokio::spawn(read_counting(r, counter)))
-                .collect();
-            join_all(tasks).await;
-            drop(keep);
+        let counters = counters.clone();
+        let side = (ready.clone(), started.clone());
+        split_side(kind, ss, n, false, side, move |i, r| {
+            read_counting(r, counters[i].clone())
         })
     };
     let t0 = Instant::now();
