@@ -1336,6 +1336,32 @@ mod tests {
         at
     }
 
+    /// Sends `writes` (one `write_records` each) from `c` to `s`, then a clean end, while
+    /// `s` reads with `read_records`, checking each piece holds whole records; returns what
+    /// `s` read and in how many pieces.
+    async fn records_round_trip(
+        c: &mut SecureLink,
+        s: &mut SecureLink,
+        writes: &[&[Bytes]],
+    ) -> (Vec<u8>, usize) {
+        let writer = async {
+            for w in writes {
+                c.writer.write_records(w, &rec_len).await.unwrap();
+            }
+            c.writer.shutdown().await.unwrap();
+        };
+        let reader = async {
+            let (mut got, mut pieces) = (Vec::new(), 0);
+            while let Some(b) = s.reader.read_records(whole_recs).await.unwrap() {
+                assert_eq!(whole_recs(&b), b.len(), "a piece of whole records");
+                got.extend_from_slice(&b);
+                pieces += 1;
+            }
+            (got, pieces)
+        };
+        tokio::join!(writer, reader).1
+    }
+
     #[tokio::test]
     async fn a_large_sealed_buffer_is_freed_when_asked() {
         let (mut c, mut s) = linked(Security::Encrypted, 1 << 22).await;
@@ -1404,25 +1430,8 @@ mod tests {
                 writes.push(segs);
                 i += n;
             }
-            let writer = async {
-                for w in &writes {
-                    c.writer.write_records(w, &rec_len).await.unwrap();
-                }
-                c.writer.shutdown().await.unwrap();
-            };
-            let reader = async {
-                let mut got = Vec::new();
-                while let Some(b) = s.reader.read_records(whole_recs).await.unwrap() {
-                    assert_eq!(
-                        whole_recs(&b),
-                        b.len(),
-                        "seed {seed}: a piece of whole records"
-                    );
-                    got.extend_from_slice(&b);
-                }
-                got
-            };
-            let ((), got) = tokio::join!(writer, reader);
+            let writes: Vec<&[Bytes]> = writes.iter().map(|w| &w[..]).collect();
+            let (got, _) = records_round_trip(&mut c, &mut s, &writes).await;
             assert!(got == all, "seed {seed}: records intact and in order");
         }
     }
@@ -1444,22 +1453,9 @@ mod tests {
             segments.push(Bytes::from(body));
         }
         let total = all.len();
-        let writer = async {
-            // Three records per write, as the engine hands a link whole frames.
-            for batch in segments.chunks(6) {
-                c.writer.write_records(batch, &rec_len).await.unwrap();
-            }
-            c.writer.shutdown().await.unwrap();
-        };
-        let reader = async {
-            let mut got = Vec::new();
-            while let Some(b) = s.reader.read_records(whole_recs).await.unwrap() {
-                assert_eq!(whole_recs(&b), b.len(), "a piece of whole records");
-                got.extend_from_slice(&b);
-            }
-            got
-        };
-        let ((), got) = tokio::join!(writer, reader);
+        // Three records per write, as the engine hands a link whole frames.
+        let writes: Vec<&[Bytes]> = segments.chunks(6).collect();
+        let (got, _) = records_round_trip(&mut c, &mut s, &writes).await;
         assert_eq!(got.len(), total);
         assert!(got == all, "the records arrive intact and in order");
         // Every record was handed on from where it was opened: nothing was copied aside.
@@ -1517,21 +1513,7 @@ mod tests {
         // Only the record larger than a message straddles (it touches at most 3 messages).
         assert!(split <= 3, "{split} of {nonce} messages split a record");
         let total = all.len();
-        let writer = async {
-            c.writer.write_records(&segments, &rec_len).await.unwrap();
-            c.writer.shutdown().await.unwrap();
-        };
-        let reader = async {
-            let mut got = Vec::new();
-            let mut pieces = 0;
-            while let Some(b) = s.reader.read_records(whole_recs).await.unwrap() {
-                assert_eq!(whole_recs(&b), b.len(), "a piece of whole records");
-                got.extend_from_slice(&b);
-                pieces += 1;
-            }
-            (got, pieces)
-        };
-        let ((), (got, pieces)) = tokio::join!(writer, reader);
+        let (got, pieces) = records_round_trip(&mut c, &mut s, &[&segments]).await;
         assert_eq!(got.len(), total);
         assert_eq!(got, all);
         assert!(pieces >= 4, "{pieces} pieces");
