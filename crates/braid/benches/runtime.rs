@@ -461,6 +461,7 @@ fn main() {
             ("braid encrypted, 4 links", 4, Security::Encrypted, false, Api::Io),
             ("braid plaintext, 1 link, chunks", 1, Security::Plaintext, false, Api::Chunks),
             ("braid encrypted, 1 link, chunks", 1, Security::Encrypted, false, Api::Chunks),
+            ("braid plaintext, 4 links, chunks", 4, Security::Plaintext, false, Api::Chunks),
             ("raw TCP, 4 connections", 4, Security::Plaintext, false, Api::RawTcp),
         ] {
             // `BENCH_ONLY=text` runs the lines containing it; `BENCH_ONLY==line` that line.
