@@ -665,6 +665,7 @@ async fn handshake_inner(
             nonce: 0,
             out: Sealed::default(),
             pending: Default::default(),
+            failed: None,
         },
         peer,
     })
@@ -928,6 +929,10 @@ pub struct LinkWriter {
     /// Bytes accepted by [`LinkWriter::try_write_records`] that the socket did not take yet;
     /// every later write sends them first.
     pending: std::collections::VecDeque<Bytes>,
+    /// The error a [`LinkWriter::try_write_records`] met: its caller does not wait for the
+    /// outcome, so every later write (the flush that follows it first) reports it. The
+    /// link's stream of messages may have a gap by then: it must not be written to again.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl std::fmt::Debug for LinkWriter {
@@ -1050,6 +1055,9 @@ impl LinkWriter {
     /// # Ok(()) }
     /// ```
     pub async fn flush_pending(&mut self) -> io::Result<()> {
+        if let Some((kind, why)) = &self.failed {
+            return Err(io::Error::new(*kind, why.clone()));
+        }
         while let Some(front) = self.pending.front_mut() {
             let n = self.inner.write(front).await?;
             if n == 0 {
@@ -1081,7 +1089,9 @@ impl LinkWriter {
     /// cache, instead of handing it to another task.
     ///
     /// # Errors
-    /// I/O errors of the link (what was not written stays pending).
+    /// I/O errors of the link. The writer then stays failed: every later write (and
+    /// [`LinkWriter::flush_pending`]) returns the same error, so whoever flushes next
+    /// learns of it too.
     ///
     /// ```
     /// # fn f(mut w: braid::secure::LinkWriter) -> std::io::Result<()> {
@@ -1094,13 +1104,36 @@ impl LinkWriter {
         segments: &[Bytes],
         record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
     ) -> io::Result<bool> {
+        if let Some((kind, why)) = &self.failed {
+            return Err(io::Error::new(*kind, why.clone()));
+        }
+        let r = self.try_write_records_once(segments, record_len);
+        if let Err(e) = &r {
+            self.failed = Some((e.kind(), e.to_string()));
+        }
+        r
+    }
+
+    /// [`LinkWriter::try_write_records`] on a writer that has not failed.
+    fn try_write_records_once(
+        &mut self,
+        segments: &[Bytes],
+        record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
+    ) -> io::Result<bool> {
         match self.seal(
             segments.iter().map(|s| &s[..]),
             Some(record_len as RecordLen<'_>),
         ) {
             Some(out) => {
                 if self.pending.is_empty() {
-                    let n = poll_once(&mut self.inner, &[io::IoSlice::new(&out)])?;
+                    let n = poll_once(&mut self.inner, &[io::IoSlice::new(&out)]);
+                    let n = match n {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.out = out;
+                            return Err(e);
+                        }
+                    };
                     if n < out.len() {
                         self.pending.push_back(Bytes::copy_from_slice(&out[n..]));
                     }
@@ -1360,6 +1393,77 @@ mod tests {
             (got, pieces)
         };
         tokio::join!(writer, reader).1
+    }
+
+    /// A socket whose first write fails (a reset); later writes would succeed, and what
+    /// they write is kept.
+    struct FailsOnce {
+        failed: bool,
+        written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl tokio::io::AsyncWrite for FailsOnce {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            if !self.failed {
+                self.failed = true;
+                return std::task::Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_direct_write_fails_every_later_write() {
+        // The application's task writes directly (`try_write_records`) and does not wait for
+        // the outcome: the link's writer task learns of the error at its next flush. Before,
+        // the sealed messages were dropped, the flush found nothing pending and succeeded,
+        // and the next message went out with a nonce the peer never expected.
+        for cipher in [None, Some(TransportCipher::new(&[7; 32]))] {
+            let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mut w = LinkWriter {
+                inner: Box::new(FailsOnce {
+                    failed: false,
+                    written: written.clone(),
+                }),
+                cipher,
+                nonce: 0,
+                out: Sealed::default(),
+                pending: Default::default(),
+                failed: None,
+            };
+            let record = |b: &[u8]| Some(4 + b[0] as usize);
+            let e = w
+                .try_write_records(&[Bytes::from_static(b"\x04\0\0\0abcd")], &record)
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+            let e = w.flush_pending().await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+            let more = [Bytes::from_static(b"\x01\0\0\0z")];
+            assert!(w.write_records(&more, &record).await.is_err());
+            assert!(w.try_write_records(&more, &record).is_err());
+            assert!(w.shutdown().await.is_err());
+            assert!(
+                written.lock().unwrap().is_empty(),
+                "nothing may follow a failed write on the link"
+            );
+        }
     }
 
     #[tokio::test]
