@@ -584,3 +584,33 @@ async fn writers_waiting_for_the_transport_survive_cancelled_writes() {
     })
     .await;
 }
+
+/// The server lets go of its session while a stream the client opened still waits to be
+/// accepted: the client's stream is reset (not left waiting for an ACK forever) and both
+/// sessions end.
+#[tokio::test]
+async fn a_stream_never_accepted_is_reset_when_the_session_is_dropped() {
+    let (c, s) = mux_support::tcp_pair().await;
+    let mut config = braid::mux::Config::default();
+    config.keepalive = None;
+    let client = braid::mux::Session::client(c, config.clone());
+    let server = braid::mux::Session::server(s, config);
+    let mut st = client.open().await.unwrap();
+    st.write_all(b"request").await.unwrap();
+    for _ in 0..200 {
+        if server.stream_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.stream_count(), 1, "the stream reached the server");
+    drop(server);
+    let mut b = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), st.read(&mut b))
+        .await
+        .expect("the client's stream ends");
+    assert!(read.is_err(), "reset, not a clean end: {read:?}");
+    tokio::time::timeout(std::time::Duration::from_secs(5), client.closed())
+        .await
+        .expect("the client's session ends");
+}

@@ -60,6 +60,10 @@ struct PartialData {
 }
 
 const MAX_QUEUED_PONGS: usize = 64;
+/// Most RSTs for refused SYNs queued at once (one per stream id). A peer that opens streams
+/// beyond the limits faster than the RSTs leave (say, while it does not read) is flooding:
+/// the session fails with [`ProtocolError::RefusalFlood`] instead of growing the queue.
+const MAX_QUEUED_REFUSALS: usize = 256;
 const MAX_OUTSTANDING_PINGS: usize = 16;
 
 /// A yamux session without I/O.
@@ -113,6 +117,8 @@ pub struct Connection {
     /// Session-level frames to send first (pongs, pings, GoAway, RSTs of unknown streams).
     ctrl: VecDeque<Header>,
     queued_pongs: usize,
+    /// RSTs for refused SYNs in `ctrl`.
+    queued_refusals: usize,
     /// Streams with a control frame due (SYN, ACK, window update, RST).
     ctrl_streams: VecDeque<StreamId>,
     /// Streams with data or FIN to send, served round-robin.
@@ -155,6 +161,7 @@ impl Connection {
             accept_waiting: false,
             ctrl: VecDeque::new(),
             queued_pongs: 0,
+            queued_refusals: 0,
             ctrl_streams: VecDeque::new(),
             send_queue: VecDeque::new(),
             partial: None,
@@ -303,6 +310,17 @@ impl Connection {
                 self.accept_waiting = true;
                 None
             }
+        }
+    }
+
+    /// Refuses every inbound stream still waiting for [`accept`](Self::accept): each is
+    /// reset (the peer reads an RST) and forgotten. For an application that will accept no
+    /// more streams, say one that let go of the session: without this, those streams would
+    /// wait forever for an ACK, and the session would never drain.
+    pub fn refuse_pending(&mut self) {
+        while let Some(id) = self.accept_queue.pop_front() {
+            let _ = self.reset(id);
+            self.release(id);
         }
     }
 
@@ -788,6 +806,7 @@ impl Connection {
         self.ctrl_streams.clear();
         self.send_queue.clear();
         self.queued_pongs = 0;
+        self.queued_refusals = 0;
         self.closing = go_away;
         if go_away.is_some() {
             self.local_go_away = true;
@@ -891,5 +910,6 @@ impl Connection {
         assert_eq!(unacked, self.pending_open);
         assert!(self.accept_queue.len() <= self.config.max_pending_accept);
         assert!(self.queued_pongs <= MAX_QUEUED_PONGS);
+        assert!(self.queued_refusals <= MAX_QUEUED_REFUSALS);
     }
 }

@@ -48,6 +48,9 @@ pub enum ProtocolError {
     /// Data frame on stream 0.
     #[error("data on stream 0")]
     DataOnSessionStream,
+    /// SYNs beyond the stream limits faster than their RSTs could be sent.
+    #[error("flood of refused streams (more than 256 RSTs waiting to be sent)")]
+    RefusalFlood,
 }
 
 /// Why a stream cannot be opened.

@@ -1025,3 +1025,63 @@ fn initial_stream_window_is_granted_at_open_and_accept() {
     let id = m.conn.accept().unwrap();
     assert_eq!(m.headers(), vec![wu(id, Flags::ACK, grant)]);
 }
+
+#[test]
+fn a_repeated_refused_syn_queues_one_rst() {
+    // Beyond the accept backlog, a peer repeats one stream id's SYN while we cannot write:
+    // one RST for it, not one per SYN (the driver keeps reading while writes are blocked).
+    let mut config = Config::default();
+    config.max_pending_accept = 1;
+    let mut m = Mock::with(Side::Server, config);
+    m.send(wu(1, Flags::SYN, 0), &[]).unwrap();
+    for _ in 0..10_000 {
+        m.send(wu(3, Flags::SYN, 0), &[]).unwrap();
+    }
+    assert!(m.conn.error().is_none());
+    assert_eq!(m.headers(), vec![wu(3, Flags::RST, 0)]);
+    // Once it left, the id may be refused again.
+    m.send(wu(3, Flags::SYN, 0), &[]).unwrap();
+    assert_eq!(m.headers(), vec![wu(3, Flags::RST, 0)]);
+}
+
+#[test]
+fn a_flood_of_refused_streams_fails_the_session_instead_of_queueing() {
+    // After our GoAway every SYN is refused; a peer that sends new ones faster than the
+    // RSTs leave is flooding: the session fails at 256 queued RSTs, memory stays bounded.
+    let mut m = Mock::new(Side::Server);
+    m.conn.go_away();
+    m.recv();
+    let mut refused = 0;
+    let err = (0..10_000u32)
+        .find_map(|i| match m.send(wu(2 * i + 1, Flags::SYN, 0), &[]) {
+            Ok(()) => {
+                refused += 1;
+                None
+            }
+            Err(e) => Some(e),
+        })
+        .expect("the flood is stopped");
+    assert_eq!(refused, 256);
+    assert_eq!(
+        err,
+        ConnectionError::PeerMisbehaved(ProtocolError::RefusalFlood)
+    );
+}
+
+#[test]
+fn refused_pending_streams_are_reset_and_the_session_drains() {
+    // The application lets go of the session with a stream it never accepted: the peer gets
+    // an RST instead of waiting forever for an ACK, and the session can drain.
+    let mut m = Mock::new(Side::Server);
+    m.send(data(1, Flags::SYN, 3), b"abc").unwrap();
+    m.conn.go_away();
+    m.conn.refuse_pending();
+    let hs = m.headers();
+    assert!(hs.contains(&wu(1, Flags::RST, 0)), "{hs:?}");
+    assert_eq!(m.conn.pending_accept(), 0);
+    assert!(
+        m.conn.is_drained(),
+        "{} stream(s) left",
+        m.conn.stream_count()
+    );
+}

@@ -543,7 +543,10 @@ impl Drop for Session {
         let mut st = self.shared.lock();
         st.handles -= 1;
         if st.handles == 0 {
+            // Nobody can accept any more: refuse the streams still waiting (they would
+            // wait for an ACK forever, and the session never drain).
             st.conn.go_away();
+            st.conn.refuse_pending();
             if let Some(w) = st.driver.take() {
                 w.wake();
             }

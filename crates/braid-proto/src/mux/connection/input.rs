@@ -2,7 +2,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Connection, Event, MAX_QUEUED_PONGS, PartialData, Side};
+use super::{Connection, Event, MAX_QUEUED_PONGS, MAX_QUEUED_REFUSALS, PartialData, Side};
 use crate::Time;
 use crate::mux::config::INITIAL_WINDOW;
 use crate::mux::error::{ConnectionError, ProtocolError};
@@ -196,9 +196,16 @@ impl Connection {
             || self.streams.len() >= self.config.max_streams
             || self.accept_queue.len() >= self.config.max_pending_accept
         {
-            // Refused: the stream never exists here, the session goes on.
-            self.ctrl
-                .push_back(Header::window_update(id, Flags::RST, 0));
+            // Refused: the stream never exists here, the session goes on. One RST per id
+            // however often the peer repeats its SYN before the RST leaves.
+            let rst = Header::window_update(id, Flags::RST, 0);
+            if !self.ctrl.contains(&rst) {
+                if self.queued_refusals >= MAX_QUEUED_REFUSALS {
+                    return Err(ProtocolError::RefusalFlood);
+                }
+                self.queued_refusals += 1;
+                self.ctrl.push_back(rst);
+            }
             return Ok(false);
         }
         self.streams.insert(id, Stream::new(false, Time::ZERO));

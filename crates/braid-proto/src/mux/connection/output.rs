@@ -24,6 +24,8 @@ impl Connection {
         while let Some(h) = self.ctrl.pop_front() {
             if h.ty == FrameType::Ping && h.flags.contains(Flags::ACK) {
                 self.queued_pongs -= 1;
+            } else if h.ty == FrameType::WindowUpdate && h.flags.contains(Flags::RST) {
+                self.queued_refusals -= 1;
             }
             out.put_header(&h.encode());
         }
