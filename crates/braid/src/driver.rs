@@ -47,6 +47,10 @@ pub(crate) const MAX_QUEUED: usize = 2;
 const WRITER_IDLE: Duration = Duration::from_secs(1);
 /// See [`WRITER_IDLE`].
 const SMALL_WRITE: usize = 64 * 1024;
+/// How long a link's tasks may take, once the link or its connection is over, to write their
+/// last frames and read the peer's last bytes (so closing the socket resets nothing the peer
+/// still sends); then they are stopped.
+const LINK_DRAIN: Duration = Duration::from_secs(2);
 /// How long a connection whose application let go of it may take to deliver what it has
 /// and see the peer's end.
 const LINGER: Duration = Duration::from_secs(30);
@@ -264,7 +268,7 @@ async fn reader_task(id: LinkId, mut r: LinkReader, inner: Arc<Inner>) {
     }
     // The driver is gone or the link ended: read to the end for a moment so that closing the
     // socket does not reset what the peer still has in flight.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(LINK_DRAIN, async {
         while let Ok(Some(_)) = r.read().await {}
     })
     .await;
@@ -340,7 +344,7 @@ async fn writer_task(
             _ => break,
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
+    let _ = tokio::time::timeout(LINK_DRAIN, w.shutdown()).await;
 }
 
 /// Runs a connection until it is over.
@@ -391,12 +395,15 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<ToDriver>) {
     d.shutdown();
     // Let the writers deliver the last frames (acknowledgements of the peer's end) and close
     // their links cleanly, and the peer close its side, before the connection reports that it
-    // is done.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        futures::future::join_all(std::mem::take(&mut d.closing)),
-    )
-    .await;
+    // is done. Then the link tasks go, whatever the peer does: one that keeps its socket
+    // open and silent (or never reads) must not keep a socket and two tasks per finished
+    // connection.
+    let closing = std::mem::take(&mut d.closing);
+    let aborts: Vec<_> = closing.iter().map(JoinHandle::abort_handle).collect();
+    let _ = tokio::time::timeout(LINK_DRAIN, futures::future::join_all(closing)).await;
+    for a in aborts {
+        a.abort();
+    }
     inner.driver_done.send_replace(true);
 }
 
@@ -443,6 +450,11 @@ impl Driver {
                     }
                 }
                 ToDriver::WriteFailed(id, why) => {
+                    // The writer task is gone, and its queue with it: what it held will never
+                    // be reported written (the connection must still be able to finish).
+                    if let Some(l) = self.links.get_mut(&id) {
+                        l.queued = 0;
+                    }
                     if s.conn.is_closed() {
                         continue;
                     }
@@ -627,6 +639,13 @@ impl Driver {
                     if let Some(l) = self.links.remove(&link) {
                         tracing::debug!(conn = %inner.id, %link, %peer, "link closed");
                         let _ = l.writer.send(WriterCmd::Close);
+                        // The reader reads until the peer closes its socket too, but not
+                        // for ever: a peer may leave it open and silent.
+                        let reader = l.reader_task.abort_handle();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(LINK_DRAIN + LINK_DRAIN).await;
+                            reader.abort();
+                        });
                         let _ = inner.events.send(ConnectionEvent::LinkDown {
                             link,
                             peer,
