@@ -106,14 +106,15 @@ impl ReorderBuffer {
     pub fn insert(&mut self, seq: u64, data: Bytes, fin: bool) -> Result<Inserted, RecvViolation> {
         let end = seq + data.len() as u64;
         let was_readable = self.has_readable();
-        if fin {
-            match self.fin_at {
-                Some(f) if f != end => return Err(RecvViolation::BadFin),
-                _ if end < self.next => return Err(RecvViolation::BadFin),
-                _ => self.fin_at = Some(end),
-            }
-        }
-        if self.fin_at.is_some_and(|f| end > f) {
+        // The end of stream counts only once the chunk carrying it is accepted (one beyond
+        // the window must not leave it set for the chunks that follow).
+        let fin_at = match (fin, self.fin_at) {
+            (true, Some(f)) if f != end => return Err(RecvViolation::BadFin),
+            (true, _) if end < self.next => return Err(RecvViolation::BadFin),
+            (true, _) => Some(end),
+            (false, f) => f,
+        };
+        if fin_at.is_some_and(|f| end > f) {
             return Err(RecvViolation::BadFin);
         }
         if end <= self.next || self.pending.contains_key(&seq) {
@@ -136,8 +137,9 @@ impl ReorderBuffer {
                 data
             };
             self.pending.insert(seq, data);
-            self.advance();
         }
+        self.fin_at = fin_at;
+        self.advance();
         Ok(if !was_readable && self.has_readable() {
             Inserted::Readable
         } else {
@@ -303,6 +305,22 @@ mod tests {
         r.read(5).unwrap();
         assert!(r.insert(20, b(5, 0), false).is_ok());
         assert!(r.buffered() <= 20);
+    }
+
+    #[test]
+    fn an_end_of_stream_beyond_the_window_is_not_recorded() {
+        // A chunk with FIN that is rejected (beyond the window) kills its link; the end of
+        // stream it named must not stand against the real one coming on another link.
+        let mut r = ReorderBuffer::new(20);
+        assert_eq!(
+            r.insert(30, b(5, 0), true),
+            Err(RecvViolation::BeyondWindow)
+        );
+        r.insert(0, b(20, 0), false).unwrap();
+        r.read(20).unwrap();
+        assert!(r.insert(20, b(3, 0), true).is_ok());
+        assert_eq!(r.read(10), Some(b(3, 0)));
+        assert!(r.fin_received());
     }
 
     #[test]
