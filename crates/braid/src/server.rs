@@ -84,7 +84,8 @@ struct ServerShared {
     pending: Arc<Semaphore>,
     accepted: mpsc::Sender<Connection>,
     locals: Mutex<Vec<ListenSpec>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The accept loops; `None` once the [`Listener`] was dropped (and they were stopped).
+    tasks: Mutex<Option<Vec<JoinHandle<()>>>>,
 }
 
 /// Accepts links on any number of TCP and Unix listeners and yields each new connection.
@@ -140,7 +141,8 @@ impl ListenerControl {
     /// Starts accepting on one more spec; returns where it listens (the real port for 0).
     ///
     /// # Errors
-    /// The bind error.
+    /// The bind error, or [`io::ErrorKind::NotConnected`] once the [`Listener`] was dropped
+    /// (a loop started then would never be stopped).
     ///
     /// ```no_run
     /// # async fn f(c: braid::server::ListenerControl) -> std::io::Result<()> {
@@ -150,10 +152,16 @@ impl ListenerControl {
     pub async fn add_listener(&self, spec: &ListenSpec) -> io::Result<ListenSpec> {
         let listener = LinkListener::bind(spec).await?;
         let local = listener.local_spec();
+        let mut tasks = lock(&self.shared.tasks);
+        let Some(tasks) = tasks.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the listener was dropped",
+            ));
+        };
         tracing::info!("listening on {local}");
         lock(&self.shared.locals).push(local.clone());
-        let task = tokio::spawn(accept_loop(listener, self.shared.clone()));
-        lock(&self.shared.tasks).push(task);
+        tasks.push(tokio::spawn(accept_loop(listener, self.shared.clone())));
         Ok(local)
     }
 
@@ -207,7 +215,7 @@ impl Listener {
             conns: Mutex::new(HashMap::new()),
             accepted: tx,
             locals: Mutex::new(Vec::new()),
-            tasks: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Some(Vec::new())),
         });
         let l = Listener {
             control: ListenerControl { shared },
@@ -278,7 +286,11 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        for t in lock(&self.control.shared.tasks).drain(..) {
+        for t in lock(&self.control.shared.tasks)
+            .take()
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
     }

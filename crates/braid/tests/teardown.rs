@@ -209,3 +209,41 @@ async fn a_reset_while_a_write_is_blocked_still_ends_the_connection() {
         h.state()
     );
 }
+
+/// A listener's control handle that outlives the listener cannot start accept loops nobody
+/// would ever stop (before, such a loop kept its socket listening for the process's life).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_handle_cannot_add_listeners_after_the_listener_is_gone() {
+    let _turn = TURN.lock().await;
+    let key = Key::generate();
+    let listener =
+        braid::server::Listener::bind(&["tcp://127.0.0.1:0".parse().unwrap()], server_config(&key))
+            .await
+            .unwrap();
+    let control = listener.control();
+    let extra = control
+        .add_listener(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    drop(listener);
+    let e = control
+        .add_listener(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotConnected);
+    // The loop added while the listener lived was stopped with it.
+    let addr: SocketAddr = extra
+        .to_string()
+        .trim_start_matches("tcp://")
+        .parse()
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..50 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "{addr} still accepts connections");
+}
