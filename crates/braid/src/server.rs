@@ -333,29 +333,29 @@ async fn handle_link(
     drop(permit);
     let peer = link.peer.clone();
     if hello.conn.is_new() {
-        let live = {
+        // Counted and registered under one lock: concurrent Hellos cannot overshoot the limit.
+        let started = {
             let mut map = shared.conns.lock().unwrap_or_else(|p| p.into_inner());
             map.retain(|_, w| w.upgrade().is_some_and(|i| !i.is_over()));
-            map.len()
+            (map.len() < shared.config.max_connections).then(|| {
+                let mut id = ConnectionId(rand::random());
+                while id.is_new() || map.contains_key(&id) {
+                    id = ConnectionId(rand::random());
+                }
+                // Chunks this way get a CRC if the client asked for them (or this server's
+                // config).
+                let mut engine = shared.config.engine.clone();
+                engine.crc |= hello.crc;
+                let conn = start_connection(id, Side::Server, settings, engine);
+                map.insert(id, Arc::downgrade(&conn.handle().0));
+                (id, conn)
+            })
         };
-        if live >= shared.config.max_connections {
+        let Some((id, conn)) = started else {
             refuse(&mut link, RefuseCode::Limit).await;
             return Err(limit("connections", shared.config.max_connections));
-        }
-        let mut id = ConnectionId(rand::random());
-        while id.is_new() {
-            id = ConnectionId(rand::random());
-        }
-        // Chunks this way get a CRC if the client asked for them (or this server's config).
-        let mut engine = shared.config.engine.clone();
-        engine.crc |= hello.crc;
-        let conn = start_connection(id, Side::Server, settings, engine);
+        };
         let inner = conn.handle().0;
-        shared
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::downgrade(&inner));
         admit(&inner, link, leftover, None, None).await?;
         tracing::info!(conn = %id, %peer, "new connection");
         if shared.accepted.try_send(conn).is_err() {
