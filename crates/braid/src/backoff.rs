@@ -2,8 +2,17 @@
 
 use std::time::Duration;
 
-/// Delays between redial attempts: doubling from `initial` up to `cap`, each drawn uniformly
-/// from its upper half so that many links do not redial in lockstep.
+/// The shortest first delay: an `initial` of zero would never grow, and a link that fails at
+/// once (a command that exits, a refused port) would be redialled in a busy loop.
+///
+/// ```
+/// assert!(braid::backoff::MIN_BACKOFF > std::time::Duration::ZERO);
+/// ```
+pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Delays between redial attempts: doubling from `initial` (at least [`MIN_BACKOFF`]) up to
+/// `cap`, each drawn uniformly from its upper half so that many links do not redial in
+/// lockstep.
 ///
 /// ```
 /// use std::time::Duration;
@@ -22,16 +31,19 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// A backoff starting at `initial`, never above `cap`.
+    /// A backoff starting at `initial` (at least [`MIN_BACKOFF`]), never above `cap` (or
+    /// `initial`, if that is more).
     ///
     /// ```
     /// let _ = braid::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
     /// ```
     pub fn new(initial: Duration, cap: Duration) -> Self {
+        let initial = initial.max(MIN_BACKOFF);
+        let cap = cap.max(initial);
         Backoff {
             initial,
             cap,
-            current: initial.min(cap),
+            current: initial,
         }
     }
 
@@ -43,7 +55,7 @@ impl Backoff {
     /// ```
     pub fn next_delay(&mut self) -> Duration {
         let d = self.current;
-        self.current = (self.current * 2).min(self.cap);
+        self.current = self.current.saturating_mul(2).min(self.cap);
         let half = d / 2;
         half + half.mul_f64(rand::random::<f64>())
     }
@@ -56,6 +68,29 @@ impl Backoff {
     /// b.reset();
     /// ```
     pub fn reset(&mut self) {
-        self.current = self.initial.min(self.cap);
+        self.current = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_initial_delay_still_backs_off() {
+        let mut b = Backoff::new(Duration::ZERO, Duration::from_secs(1));
+        let total: Duration = (0..20).map(|_| b.next_delay()).sum();
+        assert!(
+            total >= Duration::from_secs(5),
+            "20 delays add up to {total:?}"
+        );
+    }
+
+    #[test]
+    fn huge_delays_do_not_overflow() {
+        let mut b = Backoff::new(Duration::MAX / 2, Duration::MAX);
+        for _ in 0..4 {
+            assert!(b.next_delay() >= Duration::MAX / 4);
+        }
     }
 }

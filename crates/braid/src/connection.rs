@@ -764,8 +764,16 @@ impl ConnectionHandle {
             .filter(|l| l.spec.as_ref() == Some(spec))
             .map(|l| l.id)
             .collect();
-        for id in &ids {
-            let _ = self.remove_link(*id);
+        // The driver also removes a link of the spec whose `Add` it had not yet handled (a
+        // stopped slot's link, already dialled). Ordered after that `Add`, so awaited.
+        let to_driver = &self.0.to_driver;
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(m)) =
+            to_driver.try_send(crate::driver::ToDriver::RemoveSpec(spec.clone()))
+        {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let to_driver = to_driver.clone();
+                rt.spawn(async move { to_driver.send(m).await });
+            }
         }
         ids.len()
     }

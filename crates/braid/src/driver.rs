@@ -84,6 +84,9 @@ pub(crate) enum ToDriver {
     WriteFailed(LinkId, String),
     Add(Box<NewLink>),
     Remove(LinkId),
+    /// Remove the links dialled for this spec, also one whose `Add` was already on its way
+    /// when the spec's slots were stopped.
+    RemoveSpec(LinkSpec),
 }
 
 pub(crate) enum WriterCmd {
@@ -465,6 +468,12 @@ impl Driver {
                 }
                 ToDriver::Add(new) => {
                     let new = *new;
+                    if new.ended.as_ref().is_some_and(oneshot::Sender::is_closed) {
+                        // Dialled for a spec removed meanwhile (its slot is gone): the link
+                        // would stay up, unremovable and unwatched.
+                        tracing::debug!(conn = %inner.id, peer = %new.link.peer, "link dropped: its spec was removed");
+                        continue;
+                    }
                     if s.links.len() >= inner.settings.max_links || inner.is_over() {
                         tracing::warn!(conn = %inner.id, peer = %new.link.peer, "link dropped: link limit reached or connection over");
                         continue;
@@ -517,6 +526,24 @@ impl Driver {
                             quiet: false,
                         },
                     );
+                }
+                ToDriver::RemoveSpec(spec) => {
+                    let ids: Vec<LinkId> = s
+                        .links
+                        .iter()
+                        .filter(|(_, (_, sp))| sp.as_ref() == Some(&spec))
+                        .map(|(&id, _)| id)
+                        .collect();
+                    for id in ids {
+                        if let Some(l) = self.links.get_mut(&id) {
+                            if !l.leaving {
+                                tracing::info!(conn = %inner.id, link = %id, peer = %l.peer, "removing link of {spec}");
+                                l.leaving = true;
+                                l.end(LinkEnd::Removed);
+                                s.conn.remove_link(id, now);
+                            }
+                        }
+                    }
                 }
                 ToDriver::Remove(id) => {
                     if let Some(l) = self.links.get_mut(&id) {
@@ -687,6 +714,7 @@ impl Driver {
             self.inner.state.send_replace(ConnectionState::Failed(e));
         }
         s.direct.clear();
+        s.links.clear();
         for (_, mut l) in self.links.drain() {
             l.end(LinkEnd::Removed);
             let _ = l.writer.send(WriterCmd::Close);

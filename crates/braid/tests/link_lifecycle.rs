@@ -1,0 +1,111 @@
+//! The lifecycle of a connection's links: removing a spec while one of its links is being
+//! dialled, the links listed once the connection is over, redialling a link that fails at
+//! once.
+
+mod common;
+
+use std::time::Duration;
+
+use braid::client::{ClientConfig, connect};
+use braid::secure::Key;
+use braid::spec::LinkSpec;
+use common::*;
+
+/// `remove_spec` while a link of that spec is between its slot and the driver: the link must
+/// not stay up (before session 5 it did, in 2 of 5 runs: unremovable, and nobody was told
+/// when it ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_spec_during_a_dial_leaves_no_link_of_that_spec() {
+    init_logs();
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let base: LinkSpec = format!("tcp://{addr}").parse().unwrap();
+    let extra: LinkSpec = format!("tcp://{addr}?bind=127.0.0.1").parse().unwrap();
+    let conn = connect(&[base], ClientConfig::new(key)).await.unwrap();
+    let h = conn.handle();
+    for k in 0..200u64 {
+        h.add_link(extra.clone()).unwrap();
+        tokio::time::sleep(Duration::from_micros(k * 10)).await;
+        h.remove_spec(&extra);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut left = Vec::new();
+        for _ in 0..250 {
+            left = h
+                .links()
+                .into_iter()
+                .filter(|l| l.spec.as_ref() == Some(&extra))
+                .map(|l| l.id)
+                .collect::<Vec<_>>();
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            left.is_empty(),
+            "5 s after remove_spec (k={k}), links of the spec still up: {left:?}"
+        );
+    }
+}
+
+/// Once the connection is over, `links()` ("the live links") lists none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_are_not_listed_after_the_connection_closed() {
+    init_logs();
+    let (client, server) = connection_pair(2).await;
+    let ch = client.handle();
+    let sh = server.handle();
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    cw.shutdown().await.unwrap();
+    sw.shutdown().await.unwrap();
+    let mut b = Vec::new();
+    cr.read_to_end(&mut b).await.unwrap();
+    sr.read_to_end(&mut b).await.unwrap();
+    let st = tokio::time::timeout(Duration::from_secs(10), ch.closed())
+        .await
+        .expect("client closed() hung");
+    assert_eq!(st, braid::ConnectionState::Closed);
+    tokio::time::timeout(Duration::from_secs(10), sh.closed())
+        .await
+        .expect("server closed() hung");
+    assert!(
+        ch.links().is_empty(),
+        "client lists {:?}",
+        ch.links().iter().map(|l| l.id).collect::<Vec<_>>()
+    );
+    assert!(
+        sh.links().is_empty(),
+        "server lists {:?}",
+        sh.links().iter().map(|l| l.id).collect::<Vec<_>>()
+    );
+}
+
+/// With `backoff_initial = 0`, a spec that fails at once is still redialled with backoff (the
+/// delay never grew from zero: 413 processes spawned in a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_link_that_exits_at_once_is_not_respawned_in_a_busy_loop() {
+    init_logs();
+    let key = Key::generate();
+    let (addr, _server) = echo_server(server_config(&key)).await;
+    let mut cfg = ClientConfig::new(key);
+    cfg.backoff_initial = Duration::ZERO;
+    let conn = connect(&[format!("tcp://{addr}").parse().unwrap()], cfg)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("braid-r4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("spawns");
+    let _ = std::fs::remove_file(&f);
+    let spec: LinkSpec = format!("exec:echo x >> {}", f.display()).parse().unwrap();
+    conn.handle().add_link(spec.clone()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    conn.handle().remove_spec(&spec);
+    let n = std::fs::read_to_string(&f)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(n < 50, "{n} processes spawned in one second");
+}
