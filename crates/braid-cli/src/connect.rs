@@ -41,7 +41,7 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     config.security = args.security.security();
     config.engine.crc = args.security.checksum;
     let rt = runtime()?;
-    let code = rt.block_on(async move {
+    let outcome = rt.block_on(async move {
         // A lone `HOST:PORT` (no scheme, no options): one link per local interface address.
         let lone = match args.links.as_slice() {
             [(raw, LinkSpec::Tcp(t))] if !raw.contains("://") => Some((t.host.clone(), t.port)),
@@ -94,15 +94,18 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
             r.map(|_| ())
         });
         let mut up_done = false;
+        let stop = crate::common::terminated();
+        tokio::pin!(stop);
         let result: anyhow::Result<()> = loop {
             tokio::select! {
+                _ = &mut stop => break Err(anyhow::anyhow!("stopped by a signal")),
                 r = &mut up, if !up_done => {
                     up_done = true;
                     if let Ok(Err(e)) = r { break Err(e).context("stdin"); }
                 }
                 r = &mut down => {
                     // The far side closed its stream: we are done once what we sent is acked.
-                    if let Ok(Err(e)) = r { break Err(e).context("connection"); }
+                    if let Ok(Err(e)) = r { break Err(e).context("copying to stdout"); }
                     if !up_done { up.abort(); }
                     break Ok(());
                 }
@@ -120,10 +123,11 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
             }
             _ => Ok(0),
         }
-    })?;
-    // Stdin may be held by a blocking read; exit without waiting for it.
+    });
+    // Stdin may be held by a blocking read: exit without waiting for it, on errors too (a
+    // closed stdout used to leave the process waiting for stdin for ever).
     rt.shutdown_background();
-    std::process::exit(code)
+    std::process::exit(outcome?)
 }
 
 /// Keeps what the user typed next to the parsed spec.

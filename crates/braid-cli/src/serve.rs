@@ -62,8 +62,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // One port, every application: each connection carries a mux session whose streams
         // name their service.
         let services = Arc::new(Services::new().with(FORWARD, forward(args.forward.clone())));
-        while let Some(conn) = listener.accept().await {
-            tokio::spawn(serve_connection(conn, services.clone()));
+        let stop = crate::common::terminated();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                conn = listener.accept() => match conn {
+                    Some(conn) => {
+                        tokio::spawn(serve_connection(conn, services.clone()));
+                    }
+                    None => break,
+                },
+                _ = &mut stop => {
+                    tracing::info!("stopping (signal)");
+                    break;
+                }
+            }
         }
         Ok(())
     })
