@@ -535,26 +535,10 @@ impl Driver {
                         .map(|(&id, _)| id)
                         .collect();
                     for id in ids {
-                        if let Some(l) = self.links.get_mut(&id) {
-                            if !l.leaving {
-                                tracing::info!(conn = %inner.id, link = %id, peer = %l.peer, "removing link of {spec}");
-                                l.leaving = true;
-                                l.end(LinkEnd::Removed);
-                                s.conn.remove_link(id, now);
-                            }
-                        }
+                        self.remove(&mut s, id, now);
                     }
                 }
-                ToDriver::Remove(id) => {
-                    if let Some(l) = self.links.get_mut(&id) {
-                        if !l.leaving {
-                            tracing::info!(conn = %inner.id, link = %id, peer = %l.peer, "removing link");
-                            l.leaving = true;
-                            l.end(LinkEnd::Removed);
-                            s.conn.remove_link(id, now);
-                        }
-                    }
-                }
+                ToDriver::Remove(id) => self.remove(&mut s, id, now),
             }
         }
 
@@ -598,6 +582,18 @@ impl Driver {
         let over = s.conn.is_closed() || inner.is_over();
         let flushed = self.links.values().all(|l| l.queued == 0);
         (deadline, over && flushed)
+    }
+
+    /// Starts removing link `id` gracefully (its slot is told not to redial).
+    fn remove(&mut self, s: &mut crate::connection::Shared, id: LinkId, now: crate::proto::Time) {
+        if let Some(l) = self.links.get_mut(&id) {
+            if !l.leaving {
+                tracing::info!(conn = %self.inner.id, link = %id, peer = %l.peer, "removing link");
+                l.leaving = true;
+                l.end(LinkEnd::Removed);
+                s.conn.remove_link(id, now);
+            }
+        }
     }
 
     /// Hands each writer with fewer than `limit` buffers queued the engine's frames for it.
