@@ -195,16 +195,7 @@ async fn wrong_version_is_refused() {
 /// Joins a new connection with a proper handshake, then sends `bad`.
 async fn join_then_send(addr: SocketAddr, key: &Key, bad: &[u8]) -> String {
     let (mut link, peer) = secured(addr, key).await;
-    let mut out = BytesMut::new();
-    handshake::client_hello(ConnectionId::NEW, false, &mut out);
-    link.writer.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    loop {
-        if handshake::read_welcome(&mut buf).unwrap().is_some() {
-            break;
-        }
-        buf.extend_from_slice(&link.reader.read().await.unwrap().unwrap());
-    }
+    hello_new(&mut link).await;
     link.writer.write_all(bad).await.unwrap();
     link_dropped(&mut link).await;
     peer

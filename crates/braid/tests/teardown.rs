@@ -8,9 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use braid::proto::agg::ConnectionId;
 use braid::proto::agg::frame::{DecodeOutcome, Frame};
-use braid::proto::agg::handshake;
 use braid::secure::{Key, Role, SecureLink, Security};
 use braid::transport::RawLink;
 use bytes::{Bytes, BytesMut};
@@ -60,16 +58,7 @@ async fn join_new(s: TcpStream, key: &Key) -> (SecureLink, BytesMut) {
     )
     .await
     .unwrap();
-    let mut out = BytesMut::new();
-    handshake::client_hello(ConnectionId::NEW, false, &mut out);
-    link.writer.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    loop {
-        if handshake::read_welcome(&mut buf).unwrap().is_some() {
-            break;
-        }
-        buf.extend_from_slice(&link.reader.read().await.unwrap().unwrap());
-    }
+    let buf = hello_new(&mut link).await;
     (link, buf)
 }
 

@@ -256,3 +256,20 @@ pub async fn connection_pair(links: usize) -> (braid::Connection, braid::Connect
     }
     (client, server)
 }
+
+/// Asks over `link` (past its security handshake) for a new connection: sends `Hello(NEW)`,
+/// reads the `Welcome`; returns the bytes read past it (the first engine frames).
+#[allow(dead_code)]
+pub async fn hello_new(link: &mut braid::secure::SecureLink) -> bytes::BytesMut {
+    use braid::proto::agg::{ConnectionId, handshake};
+    let mut out = bytes::BytesMut::new();
+    handshake::client_hello(ConnectionId::NEW, false, &mut out);
+    link.writer.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        if handshake::read_welcome(&mut buf).unwrap().is_some() {
+            return buf;
+        }
+        buf.extend_from_slice(&link.reader.read().await.unwrap().unwrap());
+    }
+}
