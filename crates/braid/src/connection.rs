@@ -764,8 +764,9 @@ impl ConnectionHandle {
             .filter(|l| l.spec.as_ref() == Some(spec))
             .map(|l| l.id)
             .collect();
-        // The driver also removes a link of the spec whose `Add` it had not yet handled (a
-        // stopped slot's link, already dialled). Ordered after that `Add`, so awaited.
+        // The driver removes them, and also a link of the spec whose `Add` it has not handled
+        // yet (a stopped slot's link, already dialled): this comes after that `Add` on the
+        // same channel.
         let to_driver = &self.0.to_driver;
         if let Err(tokio::sync::mpsc::error::TrySendError::Full(m)) =
             to_driver.try_send(crate::driver::ToDriver::RemoveSpec(spec.clone()))
