@@ -348,6 +348,14 @@ impl LinkListener {
                     })
                     .unwrap_or(false)
                 {
+                    // A socket someone still answers on is theirs: taking the path over would
+                    // cut them off (and our drop would later delete their file).
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!("{} is in use by another process", path.display()),
+                        ));
+                    }
                     std::fs::remove_file(path)?;
                 }
                 ListenerInner::Unix(UnixListener::bind(path)?, path.clone())
@@ -412,6 +420,25 @@ impl Drop for LinkListener {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_unix_path_in_use_is_not_taken_over() {
+        let dir = std::env::temp_dir().join(format!("braid-inuse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = ListenSpec::Unix(dir.join("l.sock"));
+        let first = LinkListener::bind(&spec).await.unwrap();
+        let Err(e) = LinkListener::bind(&spec).await else {
+            panic!("a path in use is refused")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        drop(first);
+        // A stale socket (its listener gone, the file left behind) is replaced.
+        let stale = dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        assert!(stale.exists());
+        assert!(LinkListener::bind(&ListenSpec::Unix(stale)).await.is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     async fn echo_once(l: LinkListener) {
         let mut link = l.accept().await.unwrap();
