@@ -337,6 +337,10 @@ pub async fn connect_accepting(
 
 /// Keeps one link of `spec` up while the connection lives. `first` is the end notice of a
 /// link this slot already has.
+/// A link up this long counts as stable: when it dies, redialling starts over at the first
+/// backoff delay.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+
 pub(crate) fn spawn_slot(
     inner: Arc<Inner>,
     spec: LinkSpec,
@@ -351,11 +355,18 @@ pub(crate) fn spawn_slot(
         let mut backoff = Backoff::new(s.backoff_initial, s.backoff_cap);
         let mut current = first;
         let mut failures = 0u32;
+        let mut up_since = tokio::time::Instant::now();
         loop {
             if let Some(rx) = current.take() {
                 match rx.await {
                     Ok(LinkEnd::Recycled) => backoff.reset(),
                     Ok(LinkEnd::Dead(why)) => {
+                        // Backoff starts over only after a link that stayed up: one that
+                        // dies as soon as it joins must not be redialled at the first delay
+                        // for ever.
+                        if up_since.elapsed() >= STABLE_LINK {
+                            backoff.reset();
+                        }
                         tracing::debug!(%spec, "link died ({why}); redialling");
                         tokio::time::sleep(backoff.next_delay()).await
                     }
@@ -374,7 +385,7 @@ pub(crate) fn spawn_slot(
             match attempt.await {
                 Ok(rx) => {
                     failures = 0;
-                    backoff.reset();
+                    up_since = tokio::time::Instant::now();
                     current = Some(rx);
                 }
                 Err(JoinError::Handshake(HandshakeError::Refused(
