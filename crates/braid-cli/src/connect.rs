@@ -121,6 +121,12 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
                 tracing::warn!("connection ended: {other:?}");
                 Ok(1)
             }
+            Err(_) if up_done => {
+                // Stdin ended, but the far side did not acknowledge all of it: say so, and
+                // exit non-zero, rather than report a clean end.
+                tracing::warn!("giving up: not everything sent was acknowledged within 10 s");
+                Ok(1)
+            }
             _ => Ok(0),
         }
     });

@@ -406,9 +406,9 @@ pub(crate) fn spawn_slot(
             }
         }
     });
-    inner
-        .slots
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((spec.to_string(), task.abort_handle()));
+    let mut slots = inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+    // Slots end (their spec removed, the server forgot the connection): a connection whose
+    // links come and go for months keeps only the live ones.
+    slots.retain(|(_, task)| !task.is_finished());
+    slots.push((spec.to_string(), task.abort_handle()));
 }
