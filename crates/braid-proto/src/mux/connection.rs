@@ -911,5 +911,13 @@ impl Connection {
         assert!(self.accept_queue.len() <= self.config.max_pending_accept);
         assert!(self.queued_pongs <= MAX_QUEUED_PONGS);
         assert!(self.queued_refusals <= MAX_QUEUED_REFUSALS);
+        let refusals = self
+            .ctrl
+            .iter()
+            .filter(|h| {
+                h.ty == super::frame::FrameType::WindowUpdate && h.flags.contains(Flags::RST)
+            })
+            .count();
+        assert_eq!(refusals, self.queued_refusals);
     }
 }
