@@ -18,12 +18,21 @@ use crate::transport::RawLink;
 
 /// Something that happened to a connection, for monitors and logs.
 ///
+/// A receiver that falls more than 256 events behind skips the oldest (`Lagged`) and goes on;
+/// the channel ends (`Closed`) with the connection.
+///
 /// ```
 /// # async fn f(h: braid::ConnectionHandle) {
+/// use tokio::sync::broadcast::error::RecvError;
 /// let mut events = h.events();
-/// while let Ok(ev) = events.recv().await {
-///     if let braid::ConnectionEvent::LinkDown { peer, reason, .. } = ev {
-///         eprintln!("link to {peer} down: {reason}");
+/// loop {
+///     match events.recv().await {
+///         Ok(braid::ConnectionEvent::LinkDown { peer, reason, .. }) => {
+///             eprintln!("link to {peer} down: {reason}")
+///         }
+///         Ok(_) => {}
+///         Err(RecvError::Lagged(n)) => eprintln!("{n} events missed"),
+///         Err(RecvError::Closed) => break,
 ///     }
 /// }
 /// # }
@@ -643,7 +652,13 @@ impl AsyncWrite for WriteHalf {
 /// let h = conn.handle();
 /// h.add_link("tcp://server:7700".parse().unwrap())?;
 /// let mut events = h.events();
-/// while let Ok(ev) = events.recv().await { println!("{ev:?}"); }
+/// loop {
+///     match events.recv().await {
+///         Ok(ev) => println!("{ev:?}"),
+///         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+///         Err(_) => break, // the connection is over
+///     }
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
