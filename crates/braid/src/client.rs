@@ -335,12 +335,12 @@ pub async fn connect_accepting(
     Ok(conn)
 }
 
-/// Keeps one link of `spec` up while the connection lives. `first` is the end notice of a
-/// link this slot already has.
 /// A link up this long counts as stable: when it dies, redialling starts over at the first
 /// backoff delay.
 const STABLE_LINK: Duration = Duration::from_secs(10);
 
+/// Keeps one link of `spec` up while the connection lives. `first` is the end notice of a
+/// link this slot already has.
 pub(crate) fn spawn_slot(
     inner: Arc<Inner>,
     spec: LinkSpec,

@@ -1055,9 +1055,7 @@ impl LinkWriter {
     /// # Ok(()) }
     /// ```
     pub async fn flush_pending(&mut self) -> io::Result<()> {
-        if let Some((kind, why)) = &self.failed {
-            return Err(io::Error::new(*kind, why.clone()));
-        }
+        self.check_failed()?;
         while let Some(front) = self.pending.front_mut() {
             let n = self.inner.write(front).await?;
             if n == 0 {
@@ -1104,14 +1102,20 @@ impl LinkWriter {
         segments: &[Bytes],
         record_len: &(dyn Fn(&[u8]) -> Option<usize> + Sync),
     ) -> io::Result<bool> {
-        if let Some((kind, why)) = &self.failed {
-            return Err(io::Error::new(*kind, why.clone()));
-        }
+        self.check_failed()?;
         let r = self.try_write_records_once(segments, record_len);
         if let Err(e) = &r {
             self.failed = Some((e.kind(), e.to_string()));
         }
         r
+    }
+
+    /// The error this writer failed with earlier, if it did (see `failed`).
+    fn check_failed(&self) -> io::Result<()> {
+        match &self.failed {
+            Some((kind, why)) => Err(io::Error::new(*kind, why.clone())),
+            None => Ok(()),
+        }
     }
 
     /// [`LinkWriter::try_write_records`] on a writer that has not failed.
@@ -1126,8 +1130,7 @@ impl LinkWriter {
         ) {
             Some(out) => {
                 if self.pending.is_empty() {
-                    let n = poll_once(&mut self.inner, &[io::IoSlice::new(&out)]);
-                    let n = match n {
+                    let n = match poll_once(&mut self.inner, &[io::IoSlice::new(&out)]) {
                         Ok(n) => n,
                         Err(e) => {
                             self.out = out;
