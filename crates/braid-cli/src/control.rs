@@ -45,7 +45,9 @@ pub async fn serve_control(
             dir.join(format!("{kind}-{}.sock", std::process::id()))
         }
     };
-    claim(&path)?;
+    // Never deletes a file that is not a stale socket, nor another braid's live one.
+    braid::transport::free_unix_path(&path)
+        .with_context(|| format!("control socket {}", path.display()))?;
     let listener =
         UnixListener::bind(&path).with_context(|| format!("control socket {}", path.display()))?;
     tracing::info!(
@@ -63,30 +65,6 @@ pub async fn serve_control(
         }
     });
     Ok(ControlGuard(path, task))
-}
-
-/// Makes `path` free for a new control socket: a socket left by a braid that is gone is
-/// removed; a live one (another braid answers on it) or any other file is an error, never
-/// deleted.
-fn claim(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() {
-        anyhow::bail!(
-            "control socket {}: the path exists and is not a socket (not deleting it)",
-            path.display()
-        );
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        anyhow::bail!(
-            "control socket {}: another braid is running on it (give another --control PATH)",
-            path.display()
-        );
-    }
-    std::fs::remove_file(path)
-        .with_context(|| format!("removing the stale control socket {}", path.display()))
 }
 
 async fn handle(sock: UnixStream, target: &Target) -> std::io::Result<()> {

@@ -160,6 +160,40 @@ pub enum DialError {
     Timeout(String),
 }
 
+/// Makes `path` free for a new Unix socket: a socket nobody answers on any more (left by a
+/// process that is gone) is removed. A socket someone still answers on is theirs
+/// ([`io::ErrorKind::AddrInUse`]: taking the path over would cut them off, and our drop would
+/// later delete their file), and any other file is not ours to delete
+/// ([`io::ErrorKind::AlreadyExists`]).
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("braid-free-{}", std::process::id()));
+/// std::fs::write(&path, b"notes")?;
+/// let e = braid::transport::free_unix_path(&path).unwrap_err();
+/// assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn free_unix_path(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by another process", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
 fn tune_tcp(sock: &SockRef<'_>) {
     let _ = sock.set_tcp_nodelay(true);
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -341,23 +375,7 @@ impl LinkListener {
         let inner = match spec {
             ListenSpec::Tcp(addr) => ListenerInner::Tcp(TcpListener::bind(addr).await?),
             ListenSpec::Unix(path) => {
-                if std::fs::symlink_metadata(path)
-                    .map(|m| {
-                        use std::os::unix::fs::FileTypeExt;
-                        m.file_type().is_socket()
-                    })
-                    .unwrap_or(false)
-                {
-                    // A socket someone still answers on is theirs: taking the path over would
-                    // cut them off (and our drop would later delete their file).
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            format!("{} is in use by another process", path.display()),
-                        ));
-                    }
-                    std::fs::remove_file(path)?;
-                }
+                free_unix_path(path)?;
                 ListenerInner::Unix(UnixListener::bind(path)?, path.clone())
             }
         };
