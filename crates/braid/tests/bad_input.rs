@@ -12,7 +12,7 @@ use braid::client::{ClientConfig, connect};
 use braid::proto::agg::ConnectionId;
 use braid::proto::agg::frame::Frame;
 use braid::proto::agg::handshake;
-use braid::secure::{Key, Role, SecureLink, Security};
+use braid::secure::{Key, SecureLink, Security};
 use braid::transport::RawLink;
 use bytes::BytesMut;
 use common::*;
@@ -139,16 +139,7 @@ async fn plaintext_client_against_encrypted_server_is_refused() {
 async fn secured(addr: SocketAddr, key: &Key) -> (SecureLink, String) {
     let s = TcpStream::connect(addr).await.unwrap();
     let peer = peer_of(&s);
-    let link = braid::secure::handshake(
-        RawLink::from_tcp(s),
-        key,
-        Role::Initiator,
-        Security::Encrypted,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    (link, peer)
+    (secure_initiator(s, key).await, peer)
 }
 
 async fn link_dropped(link: &mut SecureLink) {

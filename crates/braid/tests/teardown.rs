@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use braid::proto::agg::frame::{DecodeOutcome, Frame};
-use braid::secure::{Key, Role, SecureLink, Security};
-use braid::transport::RawLink;
+use braid::secure::{Key, SecureLink};
 use bytes::{Bytes, BytesMut};
 use common::*;
 use tokio::net::{TcpSocket, TcpStream};
@@ -49,15 +48,7 @@ async fn server(key: &Key) -> (SocketAddr, mpsc::UnboundedReceiver<braid::Connec
 /// Security handshake, `Hello` for a new connection, `Welcome`; returns the link and the
 /// bytes read past the `Welcome`.
 async fn join_new(s: TcpStream, key: &Key) -> (SecureLink, BytesMut) {
-    let mut link = braid::secure::handshake(
-        RawLink::from_tcp(s),
-        key,
-        Role::Initiator,
-        Security::Encrypted,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let mut link = secure_initiator(s, key).await;
     let buf = hello_new(&mut link).await;
     (link, buf)
 }

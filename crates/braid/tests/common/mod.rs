@@ -257,6 +257,20 @@ pub async fn connection_pair(links: usize) -> (braid::Connection, braid::Connect
     (client, server)
 }
 
+/// The security handshake of an encrypted link to a server holding `key`, as its initiator.
+#[allow(dead_code)]
+pub async fn secure_initiator(s: tokio::net::TcpStream, key: &Key) -> braid::secure::SecureLink {
+    braid::secure::handshake(
+        RawLink::from_tcp(s),
+        key,
+        braid::secure::Role::Initiator,
+        braid::secure::Security::Encrypted,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+}
+
 /// Asks over `link` (past its security handshake) for a new connection: sends `Hello(NEW)`,
 /// reads the `Welcome`; returns the bytes read past it (the first engine frames).
 #[allow(dead_code)]
