@@ -167,6 +167,9 @@ async fn shaped_link(
             granted: 0,
         }),
         peer: raw.peer,
+        // Each link is shaped on its own, as if it took its own network: they share no
+        // bottleneck (and so no window).
+        path: None,
     })
 }
 

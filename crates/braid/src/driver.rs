@@ -77,6 +77,14 @@ pub(crate) struct NewLink {
     pub added: Option<oneshot::Sender<LinkId>>,
 }
 
+/// The engine's name for a link's path (see [`crate::transport::RawLink::path`]).
+fn path_id(path: &str) -> crate::proto::agg::PathId {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    path.hash(&mut h);
+    crate::proto::agg::PathId(h.finish())
+}
+
 /// Messages to the driver task.
 pub(crate) enum ToDriver {
     ReadEnd(LinkId, Option<String>),
@@ -478,7 +486,10 @@ impl Driver {
                         tracing::warn!(conn = %inner.id, peer = %new.link.peer, "link dropped: link limit reached or connection over");
                         continue;
                     }
-                    let id = s.conn.add_link(now);
+                    let id = match &new.link.path {
+                        Some(path) => s.conn.add_link_on_path(now, path_id(path)),
+                        None => s.conn.add_link(now),
+                    };
                     if let Some(tx) = new.added {
                         let _ = tx.send(id);
                     }
@@ -489,6 +500,7 @@ impl Driver {
                         reader,
                         writer,
                         peer,
+                        ..
                     } = new.link;
                     let (wtx, wrx) = mpsc::unbounded_channel();
                     let recycle = new.spec.as_ref().and_then(|s| s.recycle());

@@ -518,7 +518,7 @@ fn mode_from(b: u8) -> Option<Security> {
 ///
 /// ```
 /// # async fn f(link: braid::secure::SecureLink) -> Result<(), braid::secure::AuthError> {
-/// let braid::secure::SecureLink { mut reader, mut writer, peer } = link;
+/// let braid::secure::SecureLink { mut reader, mut writer, peer, .. } = link;
 /// writer.write_all(b"hi").await?;
 /// if let Some(bytes) = reader.read().await? { println!("{peer}: {} bytes", bytes.len()); }
 /// # Ok(()) }
@@ -531,6 +531,8 @@ pub struct SecureLink {
     pub writer: LinkWriter,
     /// The peer, for logs.
     pub peer: String,
+    /// The network path it takes, if known (see [`RawLink::path`]).
+    pub path: Option<String>,
 }
 
 async fn read_msg(r: &mut BoxRead, expect: usize) -> Result<Vec<u8>, AuthError> {
@@ -592,6 +594,7 @@ async fn handshake_inner(
         read: mut r,
         write: mut w,
         peer,
+        path,
     } = link;
     let builder = snow::Builder::new(NOISE_PARAMS.parse()?)
         .prologue(PROLOGUE)?
@@ -668,6 +671,7 @@ async fn handshake_inner(
             failed: None,
         },
         peer,
+        path,
     })
 }
 

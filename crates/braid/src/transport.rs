@@ -61,6 +61,12 @@ pub struct RawLink {
     pub write: BoxWrite,
     /// The peer, for logs (`tcp://1.2.3.4:5`, `unix:/path`, `exec:cmd`).
     pub peer: String,
+    /// The network path the link takes, if known: links of one connection with the same
+    /// path share its bottleneck, and so one in-flight window besides their own (see
+    /// [`braid_proto::agg::PathId`]). [`RawLink::from_tcp`] sets the local and remote
+    /// addresses (and the device the socket is bound to); Unix sockets share `unix` (the
+    /// host); `None`, as for `exec:` links and [`RawLink::from_stream`], is a path of its own.
+    pub path: Option<String>,
 }
 
 impl std::fmt::Debug for RawLink {
@@ -87,6 +93,7 @@ impl RawLink {
             read: Box::new(r),
             write: Box::new(w),
             peer: peer.into(),
+            path: None,
         }
     }
 
@@ -104,11 +111,13 @@ impl RawLink {
             Err(_) => "tcp://?".to_string(),
         };
         tune_tcp(&SockRef::from(&stream));
+        let path = tcp_path(&stream);
         let (r, w) = stream.into_split();
         RawLink {
             read: Box::new(r),
             write: Box::new(w),
             peer,
+            path,
         }
     }
 
@@ -118,8 +127,26 @@ impl RawLink {
             read: Box::new(r),
             write: Box::new(w),
             peer,
+            path: Some("unix".into()),
         }
     }
+}
+
+/// A TCP socket's path: its local and remote addresses (not ports), and the device it is
+/// bound to, if any.
+fn tcp_path(stream: &TcpStream) -> Option<String> {
+    let (local, remote) = (stream.local_addr().ok()?, stream.peer_addr().ok()?);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let dev = SockRef::from(stream).device().ok().flatten();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let dev: Option<Vec<u8>> = None;
+    let dev = dev.map(|d| String::from_utf8_lossy(&d).into_owned());
+    Some(format!(
+        "tcp {} {} {}",
+        local.ip(),
+        remote.ip(),
+        dev.unwrap_or_default()
+    ))
 }
 
 /// Why a link could not be dialled.
@@ -332,6 +359,7 @@ fn spawn_exec(cmd: &str) -> io::Result<RawLink> {
         }),
         write: Box::new(stdin),
         peer: format!("exec:{cmd}"),
+        path: None,
     })
 }
 

@@ -299,6 +299,7 @@ async fn tampered_link_dies_and_the_stream_stays_intact() {
             armed: flip.clone(),
         }),
         peer: raw.peer,
+        path: raw.path,
     })
     .unwrap();
     while h.links().len() < 2 {

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::frame::{self, DecodeOutcome, Frame, data_flags};
 use super::link::{Link, LinkDeath, LinkId, LinkState};
+use super::path::{self, PathId, PathRate};
 use super::recv::{Inserted, ReorderBuffer};
 use super::send::SendBuffer;
 use super::stats::{ConnectionStats, LinkStats};
@@ -41,6 +42,18 @@ pub enum Event {
     Closed,
     /// The connection failed.
     Failed(ConnectionError),
+}
+
+/// What the links of one path share (see [`Connection::shared_path`]).
+struct SharedPath {
+    /// The path's delivery rate (bytes/s).
+    rate: f64,
+    /// Its round trip: its links' shortest minimum one, at least `Config::window_rtt_floor`.
+    rtt: Duration,
+    /// The most its links may have in flight together.
+    window: u64,
+    /// Its active link with the lowest id (so that a walk over all links counts it once).
+    first: LinkId,
 }
 
 /// The result of [`Connection::read`].
@@ -99,6 +112,8 @@ pub struct Connection {
     next_ping: u64,
     events: VecDeque<Event>,
     stats: ConnectionStats,
+    /// Delivery rates of the paths links share (an entry per path with a live link).
+    paths: BTreeMap<PathId, PathRate>,
 }
 
 impl Connection {
@@ -127,6 +142,7 @@ impl Connection {
             next_ping: 0,
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
+            paths: BTreeMap::new(),
         }
     }
 
@@ -135,12 +151,26 @@ impl Connection {
         &self.config
     }
 
-    /// Admits a new link (after its handshake) and returns its local id.
+    /// Admits a new link (after its handshake) and returns its local id. The link has a
+    /// path of its own; see [`add_link_on_path`](Self::add_link_on_path) for links that
+    /// share one.
     pub fn add_link(&mut self, now: Time) -> LinkId {
         let id = LinkId(self.next_link);
         self.next_link += 1;
         self.links.insert(id, Link::new(id, now));
         self.no_links_since = None;
+        id
+    }
+
+    /// Admits a new link on `path`: the links of a path (TCP sockets between the same two
+    /// addresses, Unix sockets on one host) share its bottleneck, and so one in-flight window
+    /// besides their own (see [`PathId`]).
+    pub fn add_link_on_path(&mut self, now: Time, path: PathId) -> LinkId {
+        let id = self.add_link(now);
+        if let Some(l) = self.links.get_mut(&id) {
+            l.path = Some(path);
+        }
+        self.paths.entry(path).or_default();
         id
     }
 
@@ -317,10 +347,20 @@ impl Connection {
             return Err(format!("cumulative ack {cumulative} beyond sent {limit}"));
         }
         self.peer_window_end = self.peer_window_end.max(window_end);
+        let (path, mut acked) = (l.path, 0);
         while l.frames_acked < link_frames {
             let t = l.on_acked(now).expect("count checked");
+            acked += t.len;
             if let Some(n) = self.send.ack(t.seq) {
                 self.stats.bytes_acked += n;
+            }
+        }
+        if let Some(p) = path
+            && acked > 0
+        {
+            let rtt = self.path_links(p).map(Link::srtt).max().unwrap_or_default();
+            if let Some(rate) = self.paths.get_mut(&p) {
+                rate.on_acked(now, acked, rtt);
             }
         }
         self.stats.bytes_acked += self.send.ack_cumulative(cumulative);
@@ -366,6 +406,7 @@ impl Connection {
         l.stats.state = Some(LinkState::Dead);
         self.stats.links_died += 1;
         self.remember_dead(id, l.stats.clone());
+        self.prune_path(l.path);
         self.events.push_back(Event::LinkDead { link: id, reason });
         // Tell the peer where we stand on the links that remain.
         for o in self.links.values_mut() {
@@ -381,12 +422,58 @@ impl Connection {
             let mut s = l.stats.clone();
             s.state = Some(l.state);
             self.remember_dead(id, s);
+            self.prune_path(l.path);
         }
         if !self.links.values().any(Link::is_live) && self.no_links_since.is_none() {
             // A graceful leave of the last link: the grace timer starts from the next
             // timeout call (no `now` here).
             self.no_links_since = Some(Time::ZERO);
         }
+    }
+
+    /// Forgets `path`'s rate once no live link is left on it (a link that joins it later
+    /// starts a new measurement).
+    fn prune_path(&mut self, path: Option<PathId>) {
+        if let Some(p) = path
+            && self.path_links(p).next().is_none()
+        {
+            self.paths.remove(&p);
+        }
+    }
+
+    /// The live links on `path`.
+    fn path_links(&self, path: PathId) -> impl Iterator<Item = &Link> {
+        self.links
+            .values()
+            .filter(move |l| l.path == Some(path) && l.is_live())
+    }
+
+    /// What `path`'s links share, if they do: only once two or more of them carry data and
+    /// the path's rate is measured.
+    fn shared_path(&self, path: PathId) -> Option<SharedPath> {
+        let rate = self.paths.get(&path)?.get()?;
+        let (mut n, mut first, mut rtt, mut chunk) = (0, None, None::<Duration>, 0);
+        for l in self
+            .path_links(path)
+            .filter(|l| l.state == LinkState::Active && !l.close_received)
+        {
+            n += 1;
+            first.get_or_insert(l.id);
+            if l.has_rate_sample() {
+                rtt = Some(rtt.map_or(l.min_rtt(), |r| r.min(l.min_rtt())));
+            }
+            chunk = chunk.max(l.chunk_size(&self.config) as u64);
+        }
+        if n < 2 {
+            return None;
+        }
+        let rtt = rtt?.max(self.config.window_rtt_floor);
+        Some(SharedPath {
+            rate,
+            rtt,
+            window: path::shared_window(rate, rtt, chunk, n),
+            first: first?,
+        })
     }
 
     fn remember_dead(&mut self, id: LinkId, stats: LinkStats) {
@@ -464,10 +551,20 @@ impl Connection {
     /// of links either: more links do not make the application's bytes go out any sooner, and
     /// a larger backlog lets the copies go cold (4 links on loopback: 66-69% of raw TCP with
     /// 16 MiB unsent, 71-73% with 4 MiB, against 79% for 1 link).
+    ///
+    /// Links that share a path count as one, with the path's rate and round trip (see
+    /// [`PathId`]): their own rates added up overstate it.
     fn unsent_limit(&self) -> u64 {
         let init = self.config.initial_link_window;
         let (mut rate, mut rtt) = (0.0f64, Duration::ZERO);
         for l in self.links.values().filter(|l| l.state == LinkState::Active) {
+            if let Some(shared) = l.path.and_then(|p| self.shared_path(p)) {
+                if shared.first == l.id {
+                    rate += shared.rate;
+                    rtt = rtt.max(shared.rtt);
+                }
+                continue;
+            }
             rate += l.rate(init);
             rtt = rtt.max(l.min_rtt().max(self.config.window_rtt_floor));
         }
@@ -553,13 +650,29 @@ impl Connection {
     fn transmit_data(&mut self, id: LinkId, now: Time, max: usize, out: &mut impl Sink) {
         let chunk = self.links[&id].chunk_size(&self.config);
         let init = self.config.initial_link_window;
+        // The window this link shares with the others on its path, and what they (this one
+        // included) have in flight: worked out once per call, once the link could send.
+        let mut shared: Option<Option<(u64, u64)>> = None;
         let start = out.written();
         while out.written() - start < max {
             let l = &self.links[&id];
             if l.state != LinkState::Active
                 || l.close_received
                 || l.in_flight_bytes >= l.window(now, &self.config)
+                || !(self.send.has_new() || self.send.has_resend())
             {
+                return;
+            }
+            let path = l.path;
+            let (w, used) = shared
+                .get_or_insert_with(|| {
+                    let p = path?;
+                    let w = self.shared_path(p)?.window;
+                    Some((w, self.path_links(p).map(|l| l.in_flight_bytes).sum()))
+                })
+                .unwrap_or((u64::MAX, 0));
+            // What this call added counts with its frame headers: a little early, never late.
+            if used.saturating_add((out.written() - start) as u64) >= w {
                 return;
             }
             // 1. Chunks whose link died, on the best link that has room.

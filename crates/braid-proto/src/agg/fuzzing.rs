@@ -83,7 +83,12 @@ pub fn run_ops(input: &[u8]) {
                 let _ = ends[side].finish();
             }
             5 if links.len() < 8 => {
-                let ids = [ends[0].add_link(now), ends[1].add_link(now)];
+                // A link of its own, or on one of two shared paths (their windows coupled).
+                let add = |end: &mut Connection| match arg % 3 {
+                    0 => end.add_link(now),
+                    p => end.add_link_on_path(now, super::PathId(u64::from(p))),
+                };
+                let ids = [add(&mut ends[0]), add(&mut ends[1])];
                 links.push(Link {
                     ids,
                     wires: [VecDeque::new(), VecDeque::new()],

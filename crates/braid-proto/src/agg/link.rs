@@ -109,6 +109,8 @@ impl MaxFilter {
 #[derive(Debug)]
 pub(crate) struct Link {
     pub id: LinkId,
+    /// The path it shares with other links, if any (see [`super::path`]).
+    pub path: Option<PathId>,
     pub state: LinkState,
     /// Undecoded bytes (at most one partial frame).
     pub input: BytesMut,
@@ -150,12 +152,14 @@ pub(crate) struct Link {
 }
 
 use super::Config;
+use super::path::PathId;
 use super::stats::LinkStats;
 
 impl Link {
     pub fn new(id: LinkId, now: Time) -> Self {
         Link {
             id,
+            path: None,
             state: LinkState::Active,
             input: BytesMut::new(),
             in_flight: VecDeque::new(),

@@ -29,6 +29,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
 mod link;
+mod path;
 mod recv;
 mod scheduler;
 mod send;
@@ -37,6 +38,7 @@ mod stats;
 pub use connection::{Connection, Event, Read};
 pub use frame::ConnectionId;
 pub use link::{LinkDeath, LinkId, LinkState};
+pub use path::PathId;
 pub use stats::{ConnectionStats, LinkStats};
 
 use std::time::Duration;

@@ -301,6 +301,11 @@ impl SendBuffer {
         }
     }
 
+    /// Whether any chunk waits to be resent.
+    pub fn has_resend(&self) -> bool {
+        !self.resend.is_empty()
+    }
+
     /// The first chunk waiting to be resent that is not already in flight on `link`.
     pub fn next_resend(&self, link: LinkId) -> Option<u64> {
         self.resend

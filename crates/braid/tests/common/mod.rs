@@ -197,6 +197,7 @@ pub async fn killable_link(addr: SocketAddr) -> (RawLink, Arc<AtomicBool>) {
                 dead: dead.clone(),
             }),
             peer: raw.peer,
+            path: raw.path,
         },
         dead,
     )
