@@ -351,11 +351,19 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
             while conn.handle().links().len() < links as usize {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            let handle = conn.handle();
             let m = Meter::start();
             match api {
                 Api::Io => pump(conn, total).await,
                 Api::Chunks => chunk_pump(conn, total).await,
                 Api::RawTcp => unreachable!("not a braid line"),
+            }
+            if links > 1 && std::env::var("BENCH_VERBOSE").is_ok() {
+                // Links are only listed while the connection lives: read before the end.
+                let shares: Vec<String> = (handle.links().iter())
+                    .map(|l| format!("{:.1}%", l.stats.bytes_sent as f64 * 100.0 / total as f64))
+                    .collect();
+                println!("    links' shares of the bytes sent: {}", shares.join(" "));
             }
             let _ = done.await;
             m

@@ -45,6 +45,7 @@ pub enum Event {
 }
 
 /// What the links of one path share (see [`Connection::shared_path`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct SharedPath {
     /// The path's delivery rate (bytes/s).
     rate: f64,
@@ -112,8 +113,18 @@ pub struct Connection {
     next_ping: u64,
     events: VecDeque<Event>,
     stats: ConnectionStats,
-    /// Delivery rates of the paths links share (an entry per path with a live link).
-    paths: BTreeMap<PathId, PathRate>,
+    /// The paths links share (an entry per path with a live link).
+    paths: BTreeMap<PathId, PathState>,
+}
+
+/// A path's delivery rate, and what its links share, worked out when first needed after
+/// anything it depends on changed (an acknowledgement on the path, a link joining or
+/// leaving): the sender asks at every write and every transmit, acknowledgements come in
+/// batches.
+#[derive(Debug, Default)]
+struct PathState {
+    rate: PathRate,
+    shared: std::cell::Cell<Option<Option<SharedPath>>>,
 }
 
 impl Connection {
@@ -171,6 +182,7 @@ impl Connection {
             l.path = Some(path);
         }
         self.paths.entry(path).or_default();
+        self.path_changed(Some(path));
         id
     }
 
@@ -181,6 +193,8 @@ impl Connection {
             && l.state == LinkState::Active
         {
             l.state = LinkState::Draining;
+            let path = l.path;
+            self.path_changed(path);
         }
     }
 
@@ -312,8 +326,12 @@ impl Connection {
                 if l.state == LinkState::Active {
                     l.state = LinkState::Draining;
                 }
-                if l.close_sent {
-                    l.state = LinkState::Closed;
+                let (path, close_sent) = (l.path, l.close_sent);
+                self.path_changed(path);
+                if close_sent {
+                    if let Some(l) = self.links.get_mut(&id) {
+                        l.state = LinkState::Closed;
+                    }
                     self.events.push_back(Event::LinkClosed(id));
                     // Nothing more goes either way on it: keep only its statistics, so a
                     // connection whose links come and go stays bounded.
@@ -359,9 +377,10 @@ impl Connection {
             && acked > 0
         {
             let rtt = self.path_links(p).map(Link::srtt).max().unwrap_or_default();
-            if let Some(rate) = self.paths.get_mut(&p) {
-                rate.on_acked(now, acked, rtt);
+            if let Some(state) = self.paths.get_mut(&p) {
+                state.rate.on_acked(now, acked, rtt);
             }
+            self.path_changed(path);
         }
         self.stats.bytes_acked += self.send.ack_cumulative(cumulative);
         self.check_writable_event();
@@ -434,10 +453,40 @@ impl Connection {
     /// Forgets `path`'s rate once no live link is left on it (a link that joins it later
     /// starts a new measurement).
     fn prune_path(&mut self, path: Option<PathId>) {
+        self.path_changed(path);
         if let Some(p) = path
             && self.path_links(p).next().is_none()
         {
             self.paths.remove(&p);
+        }
+    }
+
+    /// Panics if the paths' bookkeeping is off: an entry per path with a live link and no
+    /// other, and every cached [`SharedPath`] what working it out afresh gives. For the
+    /// fuzzer and property tests.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        for (p, state) in &self.paths {
+            assert!(
+                self.path_links(*p).next().is_some(),
+                "{p:?} kept without links"
+            );
+            if let Some(cached) = state.shared.get() {
+                let fresh = self.work_out_shared_path(*p, state.rate.get());
+                assert_eq!(cached, fresh, "stale shared window of {p:?}");
+            }
+        }
+        for l in self.links.values().filter(|l| l.is_live()) {
+            if let Some(p) = l.path {
+                assert!(self.paths.contains_key(&p), "{} on untracked {p:?}", l.id);
+            }
+        }
+    }
+
+    /// Something [`shared_path`](Self::shared_path) depends on changed for `path`.
+    fn path_changed(&self, path: Option<PathId>) {
+        if let Some(state) = path.and_then(|p| self.paths.get(&p)) {
+            state.shared.set(None);
         }
     }
 
@@ -451,7 +500,17 @@ impl Connection {
     /// What `path`'s links share, if they do: only once two or more of them carry data and
     /// the path's rate is measured.
     fn shared_path(&self, path: PathId) -> Option<SharedPath> {
-        let rate = self.paths.get(&path)?.get()?;
+        let state = self.paths.get(&path)?;
+        if let Some(known) = state.shared.get() {
+            return known;
+        }
+        let shared = self.work_out_shared_path(path, state.rate.get());
+        state.shared.set(Some(shared));
+        shared
+    }
+
+    fn work_out_shared_path(&self, path: PathId, rate: Option<f64>) -> Option<SharedPath> {
+        let rate = rate?;
         let (mut n, mut first, mut rtt, mut chunk) = (0, None, None::<Duration>, 0);
         for l in self
             .path_links(path)

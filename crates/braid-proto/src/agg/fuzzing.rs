@@ -136,6 +136,7 @@ pub fn run_ops(input: &[u8]) {
         }
         for end in &mut ends {
             while end.poll_event().is_some() {}
+            end.check_invariants();
             let s = end.stats();
             assert!(
                 s.recv_buffered <= config.recv_window,
