@@ -284,6 +284,33 @@ fn two_connects_share_one_serve_port() {
     assert!(wait_exit(&mut b, Duration::from_secs(15)).success());
 }
 
+/// A malformed `--forward` target is a usage error at startup (it used to be found only when
+/// the first client connected, and reported to that client).
+#[test]
+fn serve_refuses_a_malformed_forward_target_at_startup() {
+    let dir = Tmp::new("badfwd");
+    let key = keygen(&dir.0);
+    for target in ["nohost", "host:99999", "host:0", "::1:22", ":22", "host:"] {
+        let mut s = Proc(
+            serve_command(free_port(), target, &dir.0.join("s.sock"))
+                .env("BRAID_KEY", &key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let st = wait_exit(&mut s, Duration::from_secs(10));
+        assert_eq!(st.code(), Some(2), "--forward {target}");
+        let mut err = String::new();
+        s.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(
+            err.contains("--forward") && err.contains("HOST:PORT"),
+            "--forward {target}: {err}"
+        );
+    }
+}
+
 /// The server cannot reach its target: `braid connect` fails with the server's reason.
 #[test]
 fn connect_reports_an_unreachable_target() {

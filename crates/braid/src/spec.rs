@@ -323,6 +323,43 @@ impl fmt::Display for LinkSpec {
     }
 }
 
+/// A TCP destination, `HOST:PORT` (IPv6 in brackets): what `braid serve --forward` connects
+/// each forwarded stream to. Only the syntax is checked; the name is resolved on each connect.
+///
+/// ```
+/// use braid::spec::HostPort;
+/// let t: HostPort = "[::1]:22".parse().unwrap();
+/// assert_eq!((t.host.as_str(), t.port), ("::1", 22));
+/// assert_eq!(t.to_string(), "[::1]:22");
+/// assert!("localhost".parse::<HostPort>().is_err());
+/// assert!("localhost:0".parse::<HostPort>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostPort {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// Port, never 0.
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match parse_host_port(s)? {
+            (_, 0) => Err(SpecError::BadAddress(s.to_string())),
+            (host, port) => Ok(HostPort { host, port }),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_host(f, &self.host, self.port)
+    }
+}
+
 /// Where a server (or `braid connect --listen`) accepts links.
 ///
 /// ```
@@ -519,6 +556,26 @@ mod tests {
         fn display_round_trips_through_from_str(spec in link_spec()) {
             let text = spec.to_string();
             proptest::prop_assert_eq!(text.parse::<LinkSpec>(), Ok(spec), "{}", text);
+        }
+    }
+
+    #[test]
+    fn forward_targets() {
+        for s in [
+            "h",
+            "h:",
+            ":1",
+            "h:0",
+            "h:65536",
+            "::1:22",
+            "[::1]",
+            "h:1?dev=x",
+            "a b",
+        ] {
+            assert!(s.parse::<HostPort>().is_err(), "{s} should not parse");
+        }
+        for s in ["example.org:22", "127.0.0.1:1", "[::1]:65535"] {
+            assert_eq!(s.parse::<HostPort>().unwrap().to_string(), s);
         }
     }
 
