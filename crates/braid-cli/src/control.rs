@@ -226,10 +226,7 @@ pub fn run(args: LinksArgs) -> anyhow::Result<()> {
         anyhow::Ok(text)
     })?;
     match text.strip_prefix("ok\n") {
-        Some(rest) => {
-            print!("{rest}");
-            Ok(())
-        }
+        Some(rest) => crate::common::write_stdout(format_args!("{rest}")),
         None => anyhow::bail!("{}", text.trim().trim_start_matches("error: ")),
     }
 }

@@ -1,7 +1,7 @@
 //! The `braid` binary end to end: keygen, serve + connect as a stdio bridge, half-close,
 //! `connect --listen`, the control socket.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -527,6 +527,68 @@ fn demo_verifies_its_transfer_with_a_link_killed_and_restored() {
     assert!(out.contains("killing the"), "{out}");
     assert!(out.contains("verified: every byte arrived"), "{out}");
     assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+/// `braid demo | head -1`: the demo stops quietly once its stdout is gone (`println!` used to
+/// panic: exit 101 and a panic message on stderr).
+#[test]
+fn demo_stops_quietly_when_stdout_closes() {
+    let mut d = Proc(
+        Command::new(BIN)
+            .args(["demo", "--mib", "64"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    std::io::BufReader::new(d.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("braid demo:"), "{first}");
+    let st = wait_exit(&mut d, Duration::from_secs(30));
+    let mut err = String::new();
+    d.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+/// A pipe whose reader is gone: what a process writing to it sees after `| head -0`.
+fn closed_pipe() -> Stdio {
+    let (w, r) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(r);
+    Stdio::from(std::os::fd::OwnedFd::from(w))
+}
+
+/// `braid links list | head -0` and `braid keygen FILE 2>&- `-like closed pipes: the command
+/// does its work and exits 0 without a panic (`print!`/`eprintln!` used to panic: exit 101).
+#[test]
+fn links_and_keygen_shrug_off_a_closed_output() {
+    let dir = Tmp::new("closed-out");
+    let key = keygen(&dir.0);
+    let _server = serve(&dir.0, &key, free_port(), "127.0.0.1:9");
+    let o = Command::new(BIN)
+        .arg("links")
+        .arg("--control")
+        .arg(dir.0.join("serve.sock"))
+        .arg("list")
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "links list: {err}");
+    assert!(err.is_empty(), "{err}");
+    let file = dir.0.join("key2");
+    let st = Command::new(BIN)
+        .arg("keygen")
+        .arg(&file)
+        .stderr(closed_pipe())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(0), "keygen");
+    assert!(file.exists());
 }
 
 /// `braid connect` to `port` with its control socket at `control`, stdin and stdout piped.
