@@ -74,16 +74,24 @@ fn config_dir() -> PathBuf {
     PathBuf::from(home).join(".config")
 }
 
-/// `$XDG_RUNTIME_DIR/braid`, or a per-user directory under the temp dir.
-pub fn runtime_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("braid");
-    }
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
-    std::env::temp_dir().join(format!("braid-{uid}"))
+/// `$XDG_RUNTIME_DIR/braid`, or `braid-UID` under the temp dir: made if missing, and refused
+/// unless it is a directory only this user can use (in a shared /tmp, another user could
+/// have made it first, to hijack or spoof the control sockets in it).
+pub fn runtime_dir() -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("braid"),
+        None => {
+            let uid = braid::transport::process_uid().context("finding this user's uid")?;
+            std::env::temp_dir().join(format!("braid-{uid}"))
+        }
+    };
+    braid::transport::private_dir(&dir).with_context(|| {
+        format!(
+            "control socket directory {} (set XDG_RUNTIME_DIR or pass --control PATH)",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
 }
 
 /// The reader of stdout went away (`braid demo | head -1`): the command stops there, and

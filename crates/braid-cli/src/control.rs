@@ -37,13 +37,7 @@ pub async fn serve_control(
 ) -> anyhow::Result<ControlGuard> {
     let path = match path {
         Some(p) => p,
-        None => {
-            let dir = runtime_dir();
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-            dir.join(format!("{kind}-{}.sock", std::process::id()))
-        }
+        None => runtime_dir()?.join(format!("{kind}-{}.sock", std::process::id())),
     };
     // Never deletes a file that is not a stale socket, nor another braid's live one.
     braid::transport::free_unix_path(&path)
@@ -206,7 +200,7 @@ fn find_socket(dir: &Path) -> anyhow::Result<PathBuf> {
 pub fn run(args: LinksArgs) -> anyhow::Result<()> {
     let path = match args.control {
         Some(p) => p,
-        None => find_socket(&runtime_dir())?,
+        None => find_socket(&runtime_dir()?)?,
     };
     let req = match &args.cmd {
         LinksCmd::List => "list".to_string(),

@@ -733,3 +733,93 @@ fn a_second_process_on_a_live_control_path_is_refused() {
     assert!(st.success());
     assert!(!sock.exists(), "A removes its socket when it exits");
 }
+
+/// Without XDG_RUNTIME_DIR the control socket goes to `$TMPDIR/braid-UID`. When that exists
+/// but is a symlink, another user's, or open to others, `serve` and `links` refuse it (they
+/// used to use it: someone else's directory let them replace or spoof the socket, and a
+/// symlink was followed and its target chmodded). A missing one is made with mode 0700.
+#[test]
+fn an_unsafe_runtime_dir_fallback_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = Tmp::new("rundir");
+    let key = keygen(&tmp.0);
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let dir = tmp.0.join(format!("braid-{uid}"));
+    let elsewhere = tmp.0.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let braid = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", &tmp.0)
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let serve = |port: u16| {
+        let f = format!("127.0.0.1:{port}");
+        braid(&["serve", "--listen", &f, "--forward", "127.0.0.1:9"])
+    };
+    let mut cases = vec!["is a symlink", "is open to other users"];
+    if uid == 0 {
+        cases.push("belongs to uid 65534");
+    } else {
+        eprintln!("not root: the case of a directory owned by someone else is skipped");
+    }
+    for why in cases {
+        if why == "is a symlink" {
+            std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        } else {
+            std::fs::create_dir(&dir).unwrap();
+            let (mode, owner) = match why {
+                "is open to other users" => (0o777, uid),
+                _ => (0o700, 65534),
+            };
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(&dir, Some(owner), None).unwrap();
+        }
+        let mut s = Proc(serve(free_port()).spawn().unwrap());
+        let st = wait_exit(&mut s, Duration::from_secs(10));
+        let mut err = String::new();
+        s.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(st.code(), Some(1), "{why}: {err}");
+        assert!(
+            err.contains(why) && err.contains("XDG_RUNTIME_DIR"),
+            "{why}: {err}"
+        );
+        let o = braid(&["links", "list"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(why),
+            "links, {why}: {err}"
+        );
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "{why}");
+        assert_eq!(
+            std::fs::metadata(&elsewhere).unwrap().mode() & 0o777,
+            0o755,
+            "{why}: the symlink's target was chmodded"
+        );
+        let _ = std::fs::remove_file(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // None there: made, private, and used.
+    let port = free_port();
+    let _s = Proc(serve(port).spawn().unwrap());
+    let start = Instant::now();
+    while std::fs::read_dir(&dir).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no control socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    let o = braid(&["links", "list"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
