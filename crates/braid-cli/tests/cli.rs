@@ -823,3 +823,69 @@ fn an_unsafe_runtime_dir_fallback_is_refused() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `--control PATH`: the socket is mode 0600 whatever the umask (it was made with the umask's
+/// mode, 0777 under `umask 000`, and `links add exec:...` runs a command).
+#[test]
+fn an_explicit_control_socket_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Tmp::new("ctl-mode");
+    let key = keygen(&dir.0);
+    let sock = dir.0.join("s.sock");
+    let port = free_port();
+    let _s = Proc(
+        Command::new("sh")
+            .args(["-c", "umask 000 && exec \"$0\" \"$@\"", BIN])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--forward", "127.0.0.1:9", "--control"])
+            .arg(&sock)
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() || !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "control socket mode {mode:o}");
+}
+
+/// Whoever connects to a control socket is checked by uid (`SO_PEERCRED`), so that a socket
+/// others can reach (made world-writable here; a shared directory, or the moment between bind
+/// and chmod) still obeys only its user: another user's `links list` is refused with a reason.
+/// Needs root, to run `braid links` as another user.
+#[test]
+fn the_control_socket_refuses_other_users() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: not root, cannot connect as another user");
+        return;
+    }
+    let dir = Tmp::new("peercred");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = keygen(&dir.0);
+    let _s = serve(&dir.0, &key, free_port(), "127.0.0.1:9");
+    let sock = dir.0.join("serve.sock");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = Command::new(BIN)
+        .args(["links", "--control"])
+        .arg(&sock)
+        .arg("list")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "uid 65534 was obeyed: {err}");
+    assert!(err.contains("uid 65534 may not use"), "{err}");
+    assert!(o.stdout.is_empty());
+    assert!(links_cmd(&sock, &["list"]).contains("listening"));
+}
