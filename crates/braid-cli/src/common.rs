@@ -45,12 +45,12 @@ impl SecurityArgs {
         if create {
             let key = Key::generate();
             key.write_new(&path)?;
-            eprintln!(
+            write_stderr(format_args!(
                 "braid: created a new key in {p}\n\
                  braid: clients need it too: copy that file and run `braid connect --key-file FILE ...`,\n\
-                 braid: or set BRAID_KEY=$(cat {p}) in their environment",
+                 braid: or set BRAID_KEY=$(cat {p}) in their environment\n",
                 p = path.display()
-            );
+            ));
             return Ok(key);
         }
         anyhow::bail!(
@@ -74,21 +74,63 @@ fn config_dir() -> PathBuf {
     PathBuf::from(home).join(".config")
 }
 
-/// `$XDG_RUNTIME_DIR/braid`, or a per-user directory under the temp dir.
-pub fn runtime_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("braid");
+/// `$XDG_RUNTIME_DIR/braid`, or `braid-UID` under the temp dir: made if missing, and refused
+/// unless it is a directory only this user can use (in a shared /tmp, another user could
+/// have made it first, to hijack or spoof the control sockets in it).
+pub fn runtime_dir() -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("braid"),
+        None => {
+            let uid = braid::transport::process_uid().context("finding this user's uid")?;
+            std::env::temp_dir().join(format!("braid-{uid}"))
+        }
+    };
+    braid::transport::private_dir(&dir).with_context(|| {
+        format!(
+            "control socket directory {} (set XDG_RUNTIME_DIR or pass --control PATH)",
+            dir.display()
+        )
+    })?;
+    Ok(dir)
+}
+
+/// The reader of stdout went away (`braid demo | head -1`): the command stops there, and
+/// `main` exits 0 without a word, as `head` asked for no more.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
     }
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
-    std::env::temp_dir().join(format!("braid-{uid}"))
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes to stdout and flushes, what `print!` does, but a closed stdout is [`StdoutClosed`]
+/// rather than a panic (use `outln!`).
+pub fn write_stdout(text: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// Writes a message to stderr; one nobody can read (stderr a closed pipe) is dropped, where
+/// `eprintln!` panics.
+pub fn write_stderr(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_fmt(text);
 }
 
 pub fn keygen(file: &Path) -> anyhow::Result<()> {
     Key::generate().write_new(file)?;
-    eprintln!("braid: wrote a new key to {}", file.display());
+    write_stderr(format_args!(
+        "braid: wrote a new key to {}\n",
+        file.display()
+    ));
     Ok(())
 }
 

@@ -2,7 +2,13 @@
 //!
 //! Protocol: one request line (`list`, `add SPEC`, `remove ID`), then the answer until EOF;
 //! its first line is `ok` or `error: ...`.
+//!
+//! Only this user (and root) may use it: `add exec:COMMAND` runs a command. The socket is
+//! mode 0600 in a 0700 directory by default, and whoever connects is checked by uid
+//! (`SO_PEERCRED`) whatever the socket's mode (`--control PATH` in a shared directory, the
+//! moment between bind and chmod).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -37,19 +43,18 @@ pub async fn serve_control(
 ) -> anyhow::Result<ControlGuard> {
     let path = match path {
         Some(p) => p,
-        None => {
-            let dir = runtime_dir();
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-            dir.join(format!("{kind}-{}.sock", std::process::id()))
-        }
+        None => runtime_dir()?.join(format!("{kind}-{}.sock", std::process::id())),
     };
     // Never deletes a file that is not a stale socket, nor another braid's live one.
     braid::transport::free_unix_path(&path)
         .with_context(|| format!("control socket {}", path.display()))?;
+    let uid = braid::transport::process_uid().context("finding this user's uid")?;
     let listener =
         UnixListener::bind(&path).with_context(|| format!("control socket {}", path.display()))?;
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e).with_context(|| format!("control socket {}", path.display()));
+    }
     tracing::info!(
         "control socket: {} (braid links --control {} list)",
         path.display(),
@@ -59,21 +64,34 @@ pub async fn serve_control(
     let task = tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             let target = target.clone();
+            let refusal = match sock.peer_cred().map(|c| c.uid()) {
+                Ok(peer) if peer == uid || peer == 0 => None,
+                Ok(peer) => Some(format!("uid {peer}")),
+                Err(_) => Some("an unknown uid".to_string()),
+            }
+            .map(|who| {
+                tracing::warn!("control socket: refused {who}");
+                format!("{who} may not use the control socket of uid {uid}")
+            });
             tokio::spawn(async move {
-                let _ = handle(sock, &target).await;
+                let _ = handle(sock, &target, refusal).await;
             });
         }
     });
     Ok(ControlGuard(path, task))
 }
 
-async fn handle(sock: UnixStream, target: &Target) -> std::io::Result<()> {
+/// Reads one request and answers it, or with `refusal` when the peer may not ask.
+async fn handle(sock: UnixStream, target: &Target, refusal: Option<String>) -> std::io::Result<()> {
     let (r, mut w) = sock.into_split();
     let mut line = String::new();
     BufReader::new(r.take(4096)).read_line(&mut line).await?;
-    let answer = match answer(line.trim(), target).await {
-        Ok(text) => format!("ok\n{text}"),
-        Err(e) => format!("error: {e:#}\n"),
+    let answer = match refusal {
+        Some(why) => format!("error: {why}\n"),
+        None => match answer(line.trim(), target).await {
+            Ok(text) => format!("ok\n{text}"),
+            Err(e) => format!("error: {e:#}\n"),
+        },
     };
     w.write_all(answer.as_bytes()).await?;
     w.shutdown().await
@@ -206,7 +224,7 @@ fn find_socket(dir: &Path) -> anyhow::Result<PathBuf> {
 pub fn run(args: LinksArgs) -> anyhow::Result<()> {
     let path = match args.control {
         Some(p) => p,
-        None => find_socket(&runtime_dir())?,
+        None => find_socket(&runtime_dir()?)?,
     };
     let req = match &args.cmd {
         LinksCmd::List => "list".to_string(),
@@ -226,10 +244,7 @@ pub fn run(args: LinksArgs) -> anyhow::Result<()> {
         anyhow::Ok(text)
     })?;
     match text.strip_prefix("ok\n") {
-        Some(rest) => {
-            print!("{rest}");
-            Ok(())
-        }
+        Some(rest) => crate::common::write_stdout(format_args!("{rest}")),
         None => anyhow::bail!("{}", text.trim().trim_start_matches("error: ")),
     }
 }

@@ -193,7 +193,7 @@ async fn demo(mib: u64) -> anyhow::Result<()> {
     let ListenSpec::Tcp(addr) = listener.local_specs()[0].clone() else {
         anyhow::bail!("unexpected listener");
     };
-    println!(
+    outln!(
         "braid demo: {mib} MiB from a client to a server over 4 encrypted loopback links limited to {} MiB/s (sum {} MiB/s)",
         RATES
             .iter()
@@ -201,7 +201,7 @@ async fn demo(mib: u64) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("/"),
         RATES.iter().sum::<f64>()
-    );
+    )?;
     let server = tokio::spawn(async move {
         let mut conn = listener.accept().await.context("no connection")?;
         let mut hash = Sha256::new();
@@ -282,20 +282,20 @@ async fn demo(mib: u64) -> anyhow::Result<()> {
             })
             .collect();
         let done = handle.stats().bytes_acked;
-        println!(
+        outln!(
             "{:5.1}s {:5.1}% total {sum:5.1} MiB/s | {}",
             t.as_secs_f64(),
             100.0 * done as f64 / total as f64,
             shares.join(" | ")
-        );
+        )?;
         if killed_at.is_none() && done >= total / 4 {
-            println!("       >>> killing the {} MiB/s link", RATES[KILLED]);
+            outln!("       >>> killing the {} MiB/s link", RATES[KILLED])?;
             kills[KILLED].store(true, Ordering::Relaxed);
             killed_at = Some(Instant::now());
         }
         if let Some(k) = killed_at {
             if !restored && k.elapsed() >= OUTAGE {
-                println!("       >>> restoring the {} MiB/s link", RATES[KILLED]);
+                outln!("       >>> restoring the {} MiB/s link", RATES[KILLED])?;
                 let fresh = Arc::new(AtomicBool::new(false));
                 handle.add_raw_link(shaped_link(addr, buckets[KILLED].clone(), fresh).await?)?;
                 restored = true;
@@ -307,24 +307,23 @@ async fn demo(mib: u64) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
     let (received, digest_recv) = server.await??;
     let stats = handle.stats();
-    println!();
-    println!("sent      {total} bytes, sha256 {}", hex(&digest_sent));
-    println!("received  {received} bytes, sha256 {}", hex(&digest_recv));
+    outln!()?;
+    outln!("sent      {total} bytes, sha256 {}", hex(&digest_sent))?;
+    outln!("received  {received} bytes, sha256 {}", hex(&digest_recv))?;
     anyhow::ensure!(
         received == total && digest_sent == digest_recv && echo == digest_recv.as_slice(),
         "data mismatch"
     );
     let goodput = total as f64 / elapsed.as_secs_f64() / (1024.0 * 1024.0);
-    println!("verified: every byte arrived, in order, once");
-    println!(
+    outln!("verified: every byte arrived, in order, once")?;
+    outln!(
         "time {:.2}s, goodput {goodput:.1} MiB/s with one of {} MiB/s links down for {:.1}s; resent {} bytes; links died {}",
         elapsed.as_secs_f64(),
         RATES.iter().sum::<f64>(),
         OUTAGE.as_secs_f64(),
         stats.bytes_resent,
         stats.links_died,
-    );
-    Ok(())
+    )
 }
 
 fn hex(b: &[u8]) -> String {

@@ -2,6 +2,17 @@
 
 use clap::{Parser, Subcommand};
 
+/// `println!`, but it returns `anyhow::Result<()>`: a closed stdout is an error
+/// ([`common::StdoutClosed`]) where `println!` panics.
+macro_rules! outln {
+    () => {
+        $crate::common::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::common::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod common;
 mod connect;
 mod control;
@@ -50,7 +61,10 @@ fn main() {
         Command::Links(args) => control::run(args),
     };
     if let Err(e) = result {
-        eprintln!("braid: {e:#}");
+        if e.downcast_ref::<common::StdoutClosed>().is_some() {
+            return;
+        }
+        common::write_stderr(format_args!("braid: {e:#}\n"));
         std::process::exit(1);
     }
 }

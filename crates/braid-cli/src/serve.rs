@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use braid::server::{Listener, ServerConfig};
 use braid::service::{FORWARD, Services, forward, serve_connection};
-use braid::spec::ListenSpec;
+use braid::spec::{HostPort, ListenSpec};
 
 use crate::common::{SecurityArgs, init_logging, runtime};
 
@@ -17,9 +17,9 @@ pub struct ServeArgs {
     #[arg(long, short, required = true, value_name = "SPEC")]
     pub listen: Vec<ListenSpec>,
     /// The `forward` service's target: each forwarded stream (e.g. each `braid connect`)
-    /// becomes one TCP connection to it.
+    /// becomes one TCP connection to it. The name is resolved on each connection.
     #[arg(long, short, value_name = "HOST:PORT")]
-    pub forward: String,
+    pub forward: HostPort,
     #[command(flatten)]
     pub security: SecurityArgs,
     /// Seconds a new link has to finish its handshakes.
@@ -61,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
         // One port, every application: each connection carries a mux session whose streams
         // name their service.
-        let services = Arc::new(Services::new().with(FORWARD, forward(args.forward.clone())));
+        let services = Arc::new(Services::new().with(FORWARD, forward(args.forward.to_string())));
         let stop = crate::common::terminated();
         tokio::pin!(stop);
         loop {

@@ -1,7 +1,5 @@
 //! `braid sim`: run a scenario file in the simulator and print its figures.
 
-use std::io::Write as _;
-
 use anyhow::Context as _;
 use braid_sim::{Report, Scenario};
 
@@ -53,10 +51,10 @@ pub fn demo() -> anyhow::Result<()> {
 fn builtin() -> anyhow::Result<Scenario> {
     let mut scenario = Scenario::from_toml(DEMO).context("built-in demo scenario")?;
     scenario.name.get_or_insert_with(|| "demo".into());
-    eprintln!(
-        "braid: simulating the built-in scenario: {}",
+    crate::common::write_stderr(format_args!(
+        "braid: simulating the built-in scenario: {}\n",
         scenario.description.as_deref().unwrap_or("demo")
-    );
+    ));
     Ok(scenario)
 }
 
@@ -66,12 +64,7 @@ fn print(reports: &[Report], json: bool) -> anyhow::Result<()> {
     } else {
         braid_sim::table(reports)
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        // `braid sim … | head` closing the pipe early is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        r => r.context("writing the report")?,
-    }
+    crate::common::write_stdout(format_args!("{text}"))?;
     let failed = reports.iter().filter(|r| !r.ok).count();
     if failed > 0 {
         anyhow::bail!(

@@ -1,7 +1,7 @@
 //! The `braid` binary end to end: keygen, serve + connect as a stdio bridge, half-close,
 //! `connect --listen`, the control socket.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -284,6 +284,33 @@ fn two_connects_share_one_serve_port() {
     assert!(wait_exit(&mut b, Duration::from_secs(15)).success());
 }
 
+/// A malformed `--forward` target is a usage error at startup (it used to be found only when
+/// the first client connected, and reported to that client).
+#[test]
+fn serve_refuses_a_malformed_forward_target_at_startup() {
+    let dir = Tmp::new("badfwd");
+    let key = keygen(&dir.0);
+    for target in ["nohost", "host:99999", "host:0", "::1:22", ":22", "host:"] {
+        let mut s = Proc(
+            serve_command(free_port(), target, &dir.0.join("s.sock"))
+                .env("BRAID_KEY", &key)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let st = wait_exit(&mut s, Duration::from_secs(10));
+        assert_eq!(st.code(), Some(2), "--forward {target}");
+        let mut err = String::new();
+        s.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(
+            err.contains("--forward") && err.contains("HOST:PORT"),
+            "--forward {target}: {err}"
+        );
+    }
+}
+
 /// The server cannot reach its target: `braid connect` fails with the server's reason.
 #[test]
 fn connect_reports_an_unreachable_target() {
@@ -502,6 +529,68 @@ fn demo_verifies_its_transfer_with_a_link_killed_and_restored() {
     assert!(start.elapsed() < Duration::from_secs(30));
 }
 
+/// `braid demo | head -1`: the demo stops quietly once its stdout is gone (`println!` used to
+/// panic: exit 101 and a panic message on stderr).
+#[test]
+fn demo_stops_quietly_when_stdout_closes() {
+    let mut d = Proc(
+        Command::new(BIN)
+            .args(["demo", "--mib", "64"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    std::io::BufReader::new(d.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("braid demo:"), "{first}");
+    let st = wait_exit(&mut d, Duration::from_secs(30));
+    let mut err = String::new();
+    d.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+/// A pipe whose reader is gone: what a process writing to it sees after `| head -0`.
+fn closed_pipe() -> Stdio {
+    let (w, r) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(r);
+    Stdio::from(std::os::fd::OwnedFd::from(w))
+}
+
+/// `braid links list | head -0` and `braid keygen FILE 2>&- `-like closed pipes: the command
+/// does its work and exits 0 without a panic (`print!`/`eprintln!` used to panic: exit 101).
+#[test]
+fn links_and_keygen_shrug_off_a_closed_output() {
+    let dir = Tmp::new("closed-out");
+    let key = keygen(&dir.0);
+    let _server = serve(&dir.0, &key, free_port(), "127.0.0.1:9");
+    let o = Command::new(BIN)
+        .arg("links")
+        .arg("--control")
+        .arg(dir.0.join("serve.sock"))
+        .arg("list")
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "links list: {err}");
+    assert!(err.is_empty(), "{err}");
+    let file = dir.0.join("key2");
+    let st = Command::new(BIN)
+        .arg("keygen")
+        .arg(&file)
+        .stderr(closed_pipe())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(0), "keygen");
+    assert!(file.exists());
+}
+
 /// `braid connect` to `port` with its control socket at `control`, stdin and stdout piped.
 fn connect_on(dir: &Path, key: &str, port: u16, control: &Path) -> Proc {
     Proc(
@@ -643,4 +732,160 @@ fn a_second_process_on_a_live_control_path_is_refused() {
     let st = wait_exit(&mut a, Duration::from_secs(15));
     assert!(st.success());
     assert!(!sock.exists(), "A removes its socket when it exits");
+}
+
+/// Without XDG_RUNTIME_DIR the control socket goes to `$TMPDIR/braid-UID`. When that exists
+/// but is a symlink, another user's, or open to others, `serve` and `links` refuse it (they
+/// used to use it: someone else's directory let them replace or spoof the socket, and a
+/// symlink was followed and its target chmodded). A missing one is made with mode 0700.
+#[test]
+fn an_unsafe_runtime_dir_fallback_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = Tmp::new("rundir");
+    let key = keygen(&tmp.0);
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let dir = tmp.0.join(format!("braid-{uid}"));
+    let elsewhere = tmp.0.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let braid = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", &tmp.0)
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let serve = |port: u16| {
+        let f = format!("127.0.0.1:{port}");
+        braid(&["serve", "--listen", &f, "--forward", "127.0.0.1:9"])
+    };
+    let mut cases = vec!["is a symlink", "is open to other users"];
+    if uid == 0 {
+        cases.push("belongs to uid 65534");
+    } else {
+        eprintln!("not root: the case of a directory owned by someone else is skipped");
+    }
+    for why in cases {
+        if why == "is a symlink" {
+            std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        } else {
+            std::fs::create_dir(&dir).unwrap();
+            let (mode, owner) = match why {
+                "is open to other users" => (0o777, uid),
+                _ => (0o700, 65534),
+            };
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(&dir, Some(owner), None).unwrap();
+        }
+        let mut s = Proc(serve(free_port()).spawn().unwrap());
+        let st = wait_exit(&mut s, Duration::from_secs(10));
+        let mut err = String::new();
+        s.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(st.code(), Some(1), "{why}: {err}");
+        assert!(
+            err.contains(why) && err.contains("XDG_RUNTIME_DIR"),
+            "{why}: {err}"
+        );
+        let o = braid(&["links", "list"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(why),
+            "links, {why}: {err}"
+        );
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "{why}");
+        assert_eq!(
+            std::fs::metadata(&elsewhere).unwrap().mode() & 0o777,
+            0o755,
+            "{why}: the symlink's target was chmodded"
+        );
+        let _ = std::fs::remove_file(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // None there: made, private, and used.
+    let port = free_port();
+    let _s = Proc(serve(port).spawn().unwrap());
+    let start = Instant::now();
+    while std::fs::read_dir(&dir).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no control socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    let o = braid(&["links", "list"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `--control PATH`: the socket is mode 0600 whatever the umask (it was made with the umask's
+/// mode, 0777 under `umask 000`, and `links add exec:...` runs a command).
+#[test]
+fn an_explicit_control_socket_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Tmp::new("ctl-mode");
+    let key = keygen(&dir.0);
+    let sock = dir.0.join("s.sock");
+    let port = free_port();
+    let _s = Proc(
+        Command::new("sh")
+            .args(["-c", "umask 000 && exec \"$0\" \"$@\"", BIN])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--forward", "127.0.0.1:9", "--control"])
+            .arg(&sock)
+            .env("BRAID_KEY", &key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() || !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "control socket mode {mode:o}");
+}
+
+/// Whoever connects to a control socket is checked by uid (`SO_PEERCRED`), so that a socket
+/// others can reach (made world-writable here; a shared directory, or the moment between bind
+/// and chmod) still obeys only its user: another user's `links list` is refused with a reason.
+/// Needs root, to run `braid links` as another user.
+#[test]
+fn the_control_socket_refuses_other_users() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: not root, cannot connect as another user");
+        return;
+    }
+    let dir = Tmp::new("peercred");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = keygen(&dir.0);
+    let _s = serve(&dir.0, &key, free_port(), "127.0.0.1:9");
+    let sock = dir.0.join("serve.sock");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = Command::new(BIN)
+        .args(["links", "--control"])
+        .arg(&sock)
+        .arg("list")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "uid 65534 was obeyed: {err}");
+    assert!(err.contains("uid 65534 may not use"), "{err}");
+    assert!(o.stdout.is_empty());
+    assert!(links_cmd(&sock, &["list"]).contains("listening"));
 }

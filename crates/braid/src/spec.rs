@@ -7,6 +7,9 @@
 //! | `unix:PATH` | a Unix stream socket |
 //! | `exec:COMMAND ARGS` | the command's stdin/stdout (run by `sh -c`) |
 //!
+//! Option values are percent-encoded like a URL's query: `%26` is a `&`, `%25` a `%`, `%20` a
+//! space. `Display` writes a spec so that `FromStr` reads back the same one.
+//!
 //! ```
 //! use braid::spec::LinkSpec;
 //! let spec: LinkSpec = "tcp://127.0.0.1:7700?count=4&cc=cubic".parse().unwrap();
@@ -40,7 +43,7 @@ pub enum SpecError {
     /// `HOST:PORT` is malformed.
     #[error("bad address {0:?} (expected HOST:PORT, IPv6 in brackets)")]
     BadAddress(String),
-    /// An option is unknown or its value malformed.
+    /// An option is unknown or its value malformed (or empty).
     #[error("bad option {0:?}: {1}")]
     BadOption(String, &'static str),
     /// `unix:` or `exec:` without a path or command.
@@ -217,11 +220,16 @@ impl FromStr for LinkSpec {
                 .split_once('=')
                 .ok_or(SpecError::BadOption(kv.to_string(), "expected KEY=VALUE"))?;
             let bad = |why| SpecError::BadOption(kv.to_string(), why);
+            // Decoded when a known option takes it: an unknown key is reported as such.
+            let v = match v {
+                "" => Err(bad("empty value")),
+                v => percent_decode(v).map_err(bad),
+            };
             match k {
-                "bind" => t.bind = Some(v.parse().map_err(|_| bad("not an IP address"))?),
-                "dev" if !v.is_empty() => t.dev = Some(v.to_string()),
+                "bind" => t.bind = Some(v?.parse().map_err(|_| bad("not an IP address"))?),
+                "dev" => t.dev = Some(v?),
                 "count" => {
-                    t.count = v
+                    t.count = v?
                         .parse()
                         .ok()
                         .filter(|n| (1..=64).contains(n))
@@ -229,17 +237,49 @@ impl FromStr for LinkSpec {
                 }
                 "recycle" => {
                     t.recycle = Some(
-                        parse_bytes(v)
+                        parse_bytes(&v?)
                             .filter(|&n| n >= 64 * 1024)
                             .ok_or(bad("expected a byte count of at least 64KiB"))?,
                     )
                 }
-                "cc" if !v.is_empty() => t.cc = Some(v.to_string()),
+                "cc" => t.cc = Some(v?),
                 _ => return Err(bad("unknown option (bind, dev, count, recycle, cc)")),
             }
         }
         Ok(LinkSpec::Tcp(t))
     }
+}
+
+/// Decodes an option value's `%XX` escapes.
+fn percent_decode(v: &str) -> Result<String, &'static str> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut bytes = v.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let hex = [bytes.next(), bytes.next()];
+        let digit = |d: Option<u8>| (d? as char).to_digit(16);
+        match hex.map(digit) {
+            [Some(hi), Some(lo)] => out.push((hi * 16 + lo) as u8),
+            _ => return Err("a % must start an escape like %26"),
+        }
+    }
+    String::from_utf8(out).map_err(|_| "escapes do not decode to UTF-8")
+}
+
+/// An option value with `%`, `&`, and what is not printable ASCII (spaces included) escaped.
+fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_graphic() && b != b'%' && b != b'&' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn fmt_host(f: &mut fmt::Formatter<'_>, host: &str, port: u16) -> fmt::Result {
@@ -263,7 +303,7 @@ impl fmt::Display for LinkSpec {
                     opts.push(format!("bind={b}"));
                 }
                 if let Some(d) = &t.dev {
-                    opts.push(format!("dev={d}"));
+                    opts.push(format!("dev={}", percent_encode(d)));
                 }
                 if t.count != 1 {
                     opts.push(format!("count={}", t.count));
@@ -272,7 +312,7 @@ impl fmt::Display for LinkSpec {
                     opts.push(format!("recycle={r}"));
                 }
                 if let Some(c) = &t.cc {
-                    opts.push(format!("cc={c}"));
+                    opts.push(format!("cc={}", percent_encode(c)));
                 }
                 if !opts.is_empty() {
                     write!(f, "?{}", opts.join("&"))?;
@@ -280,6 +320,43 @@ impl fmt::Display for LinkSpec {
                 Ok(())
             }
         }
+    }
+}
+
+/// A TCP destination, `HOST:PORT` (IPv6 in brackets): what `braid serve --forward` connects
+/// each forwarded stream to. Only the syntax is checked; the name is resolved on each connect.
+///
+/// ```
+/// use braid::spec::HostPort;
+/// let t: HostPort = "[::1]:22".parse().unwrap();
+/// assert_eq!((t.host.as_str(), t.port), ("::1", 22));
+/// assert_eq!(t.to_string(), "[::1]:22");
+/// assert!("localhost".parse::<HostPort>().is_err());
+/// assert!("localhost:0".parse::<HostPort>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostPort {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// Port, never 0.
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match parse_host_port(s)? {
+            (_, 0) => Err(SpecError::BadAddress(s.to_string())),
+            (host, port) => Ok(HostPort { host, port }),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_host(f, &self.host, self.port)
     }
 }
 
@@ -332,6 +409,8 @@ impl fmt::Display for ListenSpec {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -385,6 +464,118 @@ mod tests {
             "nothing",
         ] {
             assert!(s.parse::<LinkSpec>().is_err(), "{s} should not parse");
+        }
+    }
+
+    /// Empty values used to be reported as unknown options (`dev=`, `cc=`).
+    #[test]
+    fn an_empty_option_value_is_named_as_such() {
+        for s in [
+            "tcp://h:1?dev=",
+            "tcp://h:1?cc=",
+            "tcp://h:1?bind=",
+            "h:1?count=",
+        ] {
+            let e = s.parse::<LinkSpec>().unwrap_err();
+            assert!(
+                matches!(&e, SpecError::BadOption(_, why) if *why == "empty value"),
+                "{s}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_escapes_are_errors() {
+        for s in ["h:1?dev=%", "h:1?dev=a%2", "h:1?dev=%zz", "h:1?cc=%ff"] {
+            assert!(
+                matches!(s.parse::<LinkSpec>(), Err(SpecError::BadOption(..))),
+                "{s} should not parse"
+            );
+        }
+        let spec: LinkSpec = "h:1?dev=a%26b%20c".parse().unwrap();
+        let LinkSpec::Tcp(t) = spec else { panic!() };
+        assert_eq!(t.dev.as_deref(), Some("a&b c"));
+    }
+
+    /// Values with `&`, `=`, `%` or spaces used to print as specs that did not parse back.
+    #[test]
+    fn values_with_separators_round_trip() {
+        for v in [
+            "a&b", "a=b", "a b", "100%", "%26", "é", "a?b#c", "=&=", "\t",
+        ] {
+            let mut t = TcpSpec::new("h", 1);
+            t.dev = Some(v.to_string());
+            t.cc = Some(format!("{v}{v}"));
+            let spec = LinkSpec::Tcp(t);
+            let text = spec.to_string();
+            assert_eq!(
+                text.parse::<LinkSpec>(),
+                Ok(spec),
+                "{v:?} printed as {text}"
+            );
+        }
+        for c in ["a & b", "x=1 && y", "echo '?dev=&'"] {
+            let spec = LinkSpec::Exec(c.to_string());
+            assert_eq!(spec.to_string().parse::<LinkSpec>(), Ok(spec));
+        }
+    }
+
+    fn tcp_spec() -> impl Strategy<Value = LinkSpec> {
+        let host = prop_oneof![
+            "[a-z0-9.&=%_-]{1,20}",
+            any::<std::net::Ipv6Addr>().prop_map(|a| a.to_string()),
+        ];
+        let value = "\\PC{1,12}";
+        (
+            host,
+            any::<u16>(),
+            proptest::option::of(any::<IpAddr>()),
+            proptest::option::of(value),
+            1..=64u32,
+            proptest::option::of(64u64 * 1024..u64::MAX),
+            proptest::option::of(value),
+        )
+            .prop_map(|(host, port, bind, dev, count, recycle, cc)| {
+                let mut t = TcpSpec::new(host, port);
+                (t.bind, t.dev, t.count, t.recycle, t.cc) = (bind, dev, count, recycle, cc);
+                LinkSpec::Tcp(t)
+            })
+    }
+
+    fn link_spec() -> impl Strategy<Value = LinkSpec> {
+        prop_oneof![
+            tcp_spec(),
+            "[^\\x00]{1,30}".prop_map(|p| LinkSpec::Unix(p.into())),
+            "\\S\\PC{0,30}\\S".prop_map(LinkSpec::Exec),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever `Display` prints, `FromStr` reads back as the same spec.
+        #[test]
+        fn display_round_trips_through_from_str(spec in link_spec()) {
+            let text = spec.to_string();
+            proptest::prop_assert_eq!(text.parse::<LinkSpec>(), Ok(spec), "{}", text);
+        }
+    }
+
+    #[test]
+    fn forward_targets() {
+        for s in [
+            "h",
+            "h:",
+            ":1",
+            "h:0",
+            "h:65536",
+            "::1:22",
+            "[::1]",
+            "h:1?dev=x",
+            "a b",
+        ] {
+            assert!(s.parse::<HostPort>().is_err(), "{s} should not parse");
+        }
+        for s in ["example.org:22", "127.0.0.1:1", "[::1]:65535"] {
+            assert_eq!(s.parse::<HostPort>().unwrap().to_string(), s);
         }
     }
 

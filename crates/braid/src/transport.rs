@@ -221,6 +221,69 @@ pub fn free_unix_path(path: &std::path::Path) -> io::Result<()> {
     std::fs::remove_file(path)
 }
 
+/// Makes `dir` a directory only this process's user can use, for sockets that take commands:
+/// creates it with mode 0700, or checks that the existing one is a real directory (not a
+/// symlink), owned by this user, that no other user may enter. Anything else would let another
+/// local user replace or spoof the sockets in it (a `/tmp/braid-UID` made in advance by
+/// someone else, say).
+///
+/// # Errors
+/// Creating the directory failed, or [`io::ErrorKind::PermissionDenied`] saying what is
+/// wrong with the existing one.
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+/// let dir = std::env::temp_dir().join(format!("braid-private-{}", std::process::id()));
+/// braid::transport::private_dir(&dir)?;
+/// assert_eq!(std::fs::metadata(&dir)?.permissions().mode() & 0o777, 0o700);
+/// std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+/// let e = braid::transport::private_dir(&dir).unwrap_err();
+/// assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+/// # std::fs::remove_dir(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn private_dir(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    // Not followed: a symlink could lead anywhere, and whoever made it can change it.
+    let meta = std::fs::symlink_metadata(dir)?;
+    let uid = process_uid()?;
+    let why = if meta.file_type().is_symlink() {
+        "is a symlink".to_string()
+    } else if !meta.is_dir() {
+        "is not a directory".to_string()
+    } else if meta.uid() != uid {
+        format!(
+            "belongs to uid {}, not to this user (uid {uid})",
+            meta.uid()
+        )
+    } else if meta.mode() & 0o077 != 0 {
+        format!(
+            "is open to other users (mode {:o}; chmod 700 it)",
+            meta.mode() & 0o777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{} {why}", dir.display()),
+    ))
+}
+
+/// This process's (effective) uid: the owner of `/proc/self` (Linux), which needs no unsafe
+/// `getuid()`.
+///
+/// # Errors
+/// `/proc` is not mounted.
+pub fn process_uid() -> io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid())
+}
+
 fn tune_tcp(sock: &SockRef<'_>) {
     let _ = sock.set_tcp_nodelay(true);
     #[cfg(any(target_os = "linux", target_os = "android"))]
