@@ -875,7 +875,12 @@ fn the_control_socket_refuses_other_users() {
     let _s = serve(&dir.0, &key, free_port(), "127.0.0.1:9");
     let sock = dir.0.join("serve.sock");
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let o = Command::new(BIN)
+    // A copy of the binary the other user can reach: the build directory may be under a
+    // home directory it may not enter (a CI clone as root).
+    let bin = dir.0.join("braid");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new(&bin)
         .args(["links", "--control"])
         .arg(&sock)
         .arg("list")
