@@ -730,7 +730,9 @@ impl ConnectionHandle {
     }
 
     /// Removes a link gracefully: no new data goes on it, it closes once its data is
-    /// acknowledged. A link dialled from a spec is not redialled.
+    /// acknowledged. A link this side dialled from a spec is not redialled; one the peer
+    /// dialled from a spec is redialled by the peer, with backoff, like any link that drops
+    /// (only removing the spec on the peer stops that).
     ///
     /// # Errors
     /// [`LinkError::NoSuchLink`] when `link` is not a live link of this connection.

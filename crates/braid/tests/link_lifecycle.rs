@@ -1,6 +1,6 @@
 //! The lifecycle of a connection's links: removing a spec while one of its links is being
 //! dialled, the links listed once the connection is over, redialling a link that fails at
-//! once.
+//! once or that the peer removed.
 
 mod common;
 
@@ -150,4 +150,42 @@ async fn links_that_die_right_after_joining_are_redialled_with_backoff() {
     conn.handle().remove_spec(&spec);
     let n = dials.load(std::sync::atomic::Ordering::Relaxed);
     assert!((2..=12).contains(&n), "{n} dials in 3 s");
+}
+
+/// Waits up to `within` for `h` to list `n` links; returns how many it lists at the end.
+async fn wait_for_links(h: &braid::ConnectionHandle, n: usize, within: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + within;
+    while h.links().len() != n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.links().len()
+}
+
+/// The server removes one of a client's `count=4` links gracefully (`LinkClose`): the
+/// client's slot redials it, so the client gets back to the 4 links its spec asks for
+/// (before session 6 the slot took the clean close for the end of its spec and stopped:
+/// 3 links for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_the_peer_removed_is_redialled() {
+    init_logs();
+    let (client, server) = connection_pair(4).await;
+    let (ch, sh) = (client.handle(), server.handle());
+    assert_eq!(wait_for_links(&sh, 4, Duration::from_secs(5)).await, 4);
+    let victim = sh.links()[0].id;
+    let mut events = ch.events();
+    sh.remove_link(victim).unwrap();
+    // The client sees the link go...
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !matches!(
+            events.recv().await,
+            Ok(braid::ConnectionEvent::LinkDown { .. })
+        ) {}
+    })
+    .await
+    .expect("the client never saw the removed link go");
+    // ...and dials a new one (first redial delay: 50-100 ms).
+    let n = wait_for_links(&ch, 4, Duration::from_secs(5)).await;
+    assert_eq!(n, 4, "the client has {n} links, its spec asks for 4");
+    assert_eq!(wait_for_links(&sh, 4, Duration::from_secs(5)).await, 4);
+    drop((client, server));
 }
