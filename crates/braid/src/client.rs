@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
-use crate::connection::{Connection, ConnectionState, Inner, LinkSettings, Shared, Side};
+use crate::connection::{
+    Connection, ConnectionEvent, ConnectionState, Inner, LinkSettings, Shared, Side,
+};
 use crate::driver::LinkEnd;
 use crate::join::{JoinError, client_join, join_existing};
 use crate::proto::agg::frame::RefuseCode;
@@ -46,7 +48,8 @@ pub struct ClientConfig {
     /// Longest redial delay (default 500 ms: with the 1 s redial timeout, a path that comes
     /// back is redialled within about 1.5 s).
     pub backoff_cap: Duration,
-    /// Most links the connection carries at once.
+    /// Most links the connection carries at once. A slot with no room, under this limit or
+    /// the peer's, waits for a link of the connection to go instead of redialling.
     pub max_links: usize,
 }
 
@@ -339,6 +342,34 @@ pub async fn connect_accepting(
 /// backoff delay.
 const STABLE_LINK: Duration = Duration::from_secs(10);
 
+/// The longest a slot refused for the link limit waits for a link of the connection to go
+/// before it tries again anyway, first and at most (doubling in between): the limit does not
+/// lift by itself, so a handshake every backoff cap would be wasted, but a peer's count may
+/// drop without this side seeing a link go (a link it admitted and this side refused).
+const FULL_WAIT_INITIAL: Duration = Duration::from_secs(5);
+/// See [`FULL_WAIT_INITIAL`].
+const FULL_WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// Whether `e` says the connection has no room for another link (this side's limit or the
+/// peer's `Refuse(Limit)`), rather than that the path failed.
+fn is_limit(e: &JoinError) -> bool {
+    matches!(
+        e,
+        JoinError::ConnectionOver
+            | JoinError::Handshake(HandshakeError::Refused(RefuseCode::Limit))
+    )
+}
+
+/// Waits until a link of the connection goes (there may be room for another), the
+/// connection ends, or `most` passes.
+async fn wait_for_room(events: &mut broadcast::Receiver<ConnectionEvent>, most: Duration) {
+    let _ = tokio::time::timeout(most, async {
+        // Any other event, a lag (events missed) or the end of the connection: look again.
+        while let Ok(ConnectionEvent::LinkUp { .. }) = events.recv().await {}
+    })
+    .await;
+}
+
 /// Keeps one link of `spec` up while the connection lives. `first` is the end notice of a
 /// link this slot already has.
 pub(crate) fn spawn_slot(
@@ -353,6 +384,7 @@ pub(crate) fn spawn_slot(
         let inner = inner2;
         let spec = spec2;
         let mut backoff = Backoff::new(s.backoff_initial, s.backoff_cap);
+        let mut full_wait = Backoff::new(FULL_WAIT_INITIAL, FULL_WAIT_CAP);
         let mut current = first;
         let mut failures = 0u32;
         let mut up_since = tokio::time::Instant::now();
@@ -376,7 +408,13 @@ pub(crate) fn spawn_slot(
             if inner.is_over() {
                 return;
             }
+            // Subscribed before the link count is looked at and the link dialled: a link
+            // that goes meanwhile still counts as room.
+            let mut events = inner.events.subscribe();
             let attempt = async {
+                if inner.lock().links.len() >= s.max_links {
+                    return Err(JoinError::ConnectionOver);
+                }
                 let raw = dial(&spec, s.redial_timeout).await?;
                 let (tx, rx) = oneshot::channel();
                 join_existing(&inner, raw, Some((spec.clone(), tx))).await?;
@@ -385,8 +423,18 @@ pub(crate) fn spawn_slot(
             match attempt.await {
                 Ok(rx) => {
                     failures = 0;
+                    full_wait.reset();
                     up_since = tokio::time::Instant::now();
                     current = Some(rx);
+                }
+                Err(e) if is_limit(&e) => {
+                    if inner.is_over() {
+                        return;
+                    }
+                    tracing::debug!(%spec, "no room for the link ({e}); waiting for a link to go");
+                    wait_for_room(&mut events, full_wait.next_delay()).await;
+                    // The peer may see the link go a little after this side did.
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(JoinError::Handshake(HandshakeError::Refused(
                     RefuseCode::UnknownConnection,

@@ -189,3 +189,70 @@ async fn a_link_the_peer_removed_is_redialled() {
     assert_eq!(wait_for_links(&sh, 4, Duration::from_secs(5)).await, 4);
     drop((client, server));
 }
+
+/// A loopback relay to `target` that counts the links dialled through it.
+async fn counting_relay(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = relay.local_addr().unwrap();
+    let dials = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = dials.clone();
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = relay.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+    (addr, dials)
+}
+
+/// A spec asking for more links than the server's per-connection limit: the slots the server
+/// refuses wait for room (a link of the connection going) instead of redialling at the
+/// backoff cap for ever (before session 6: a full handshake every 250-500 ms per extra slot,
+/// about 16 dials in 3 s here), and take the room when a link goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_refused_for_the_link_limit_wait_for_room() {
+    init_logs();
+    let key = Key::generate();
+    let mut config = server_config(&key);
+    config.max_links_per_connection = 2;
+    let (server, _task) = echo_server(config).await;
+    let (relay, dials) = counting_relay(server).await;
+    let spec: LinkSpec = format!("tcp://{relay}?count=4").parse().unwrap();
+    let conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
+    let h = conn.handle();
+    assert_eq!(wait_for_links(&h, 2, Duration::from_secs(5)).await, 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = dials.load(std::sync::atomic::Ordering::Relaxed);
+    // 2 links up, 2 refused once each.
+    assert!(
+        n <= 6,
+        "{n} dials in 3 s for a connection limited to 2 links"
+    );
+    // Room: a link goes (removed here, so its own slot stops), a waiting slot takes it
+    // within its backoff delay, well before it would have looked again by itself (5 s).
+    let before: Vec<_> = h.links().iter().map(|l| l.id).collect();
+    h.remove_link(before[0]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut now: Vec<_> = before.clone();
+    while tokio::time::Instant::now() < deadline {
+        now = h.links().iter().map(|l| l.id).collect();
+        if now.len() == 2 && !now.contains(&before[0]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        now.len() == 2 && !now.contains(&before[0]),
+        "links {before:?} -> {now:?} 2 s after removing {}",
+        before[0]
+    );
+}
