@@ -135,6 +135,7 @@ pub(crate) fn start_connection(
             read_finished: false,
             links: Default::default(),
             direct: Default::default(),
+            removing: Default::default(),
         }),
         wake: Notify::new(),
         to_driver: tx,

@@ -91,7 +91,6 @@ pub(crate) enum ToDriver {
     WriteDone(LinkId, Vec<Bytes>),
     WriteFailed(LinkId, String),
     Add(Box<NewLink>),
-    Remove(LinkId),
     /// Remove the links dialled for this spec, also one whose `Add` was already on its way
     /// when the spec's slots were stopped.
     RemoveSpec(LinkSpec),
@@ -550,8 +549,10 @@ impl Driver {
                         self.remove(&mut s, id, now);
                     }
                 }
-                ToDriver::Remove(id) => self.remove(&mut s, id, now),
             }
+        }
+        for id in std::mem::take(&mut s.removing) {
+            self.remove(&mut s, id, now);
         }
 
         if s.conn.poll_timeout().is_some_and(|t| t <= now) {

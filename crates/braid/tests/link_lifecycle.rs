@@ -256,3 +256,28 @@ async fn slots_refused_for_the_link_limit_wait_for_room() {
         before[0]
     );
 }
+
+/// `remove_link` called many times before the driver runs (a current-thread runtime, a loop
+/// that does not yield): every call is answered truly and no removal is lost (before session
+/// 6 each call queued a message on the driver's 256-slot channel with `try_send`; from the
+/// 257th on they failed with "connection is closed" and the removal was dropped).
+#[tokio::test(flavor = "current_thread")]
+async fn remove_link_is_not_lost_when_called_many_times_at_once() {
+    init_logs();
+    let (client, _server) = connection_pair(3).await;
+    let h = client.handle();
+    let ids: Vec<_> = h.links().iter().map(|l| l.id).collect();
+    // Removing a link is idempotent while it drains.
+    for _ in 0..300 {
+        h.remove_link(ids[0]).unwrap();
+    }
+    let missing = braid::proto::agg::LinkId(u64::MAX);
+    assert!(matches!(
+        h.remove_link(missing),
+        Err(braid::LinkError::NoSuchLink(id)) if id == missing
+    ));
+    h.remove_link(ids[1]).unwrap();
+    let n = wait_for_links(&h, 1, Duration::from_secs(5)).await;
+    let left: Vec<_> = h.links().iter().map(|l| l.id).collect();
+    assert_eq!(left, vec![ids[2]], "links {ids:?} -> {left:?} ({n})");
+}
