@@ -243,10 +243,16 @@ pub async fn connect_link(
 }
 
 /// Like [`connect`], but accepts the links on `listeners` (made by socat, ssh, anything)
-/// instead of dialling; this side still plays the braid client. Waits for the first link.
+/// instead of dialling; this side still plays the braid client. Waits for the first link;
+/// links accepted after it join the connection while it lives.
 ///
 /// # Errors
-/// [`ConnectError::Accept`] when accepting fails.
+/// [`ConnectError::NoLink`] when the first link that finished its handshakes could not be
+/// admitted (`max_links` of 0); [`ConnectError::Accept`] when no listener was given. The
+/// listeners are closed then.
+///
+/// # Cancel safety
+/// Dropping the future closes the listeners; links accepted and not yet joined are dropped.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -261,31 +267,19 @@ pub async fn connect_accepting(
     config: ClientConfig,
 ) -> Result<Connection, ConnectError> {
     let settings = config.settings();
-    let listeners: Vec<Arc<LinkListener>> = listeners.into_iter().map(Arc::new).collect();
-    let (first_tx, mut first_rx) = mpsc::channel(16);
-    let mut acceptors = Vec::new();
-    for l in &listeners {
-        let l = l.clone();
-        let tx = first_tx.clone();
-        acceptors.push(tokio::spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok(raw) => {
-                        if tx.send(raw).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }));
+    let labels: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("accepting on {}", l.local_spec()))
+        .collect();
+    let (accepted_tx, mut accepted) = mpsc::channel(16);
+    // Aborted when dropped: if this future fails or is dropped, the listeners close with it.
+    let mut acceptors = tokio::task::JoinSet::new();
+    for l in listeners {
+        acceptors.spawn(accept_links(l, accepted_tx.clone()));
     }
-    drop(first_tx);
+    drop(accepted_tx);
     let conn = loop {
-        let Some(raw) = first_rx.recv().await else {
+        let Some(raw) = accepted.recv().await else {
             return Err(ConnectError::Accept(std::io::Error::other(
                 "listeners closed",
             )));
@@ -296,47 +290,55 @@ pub async fn connect_accepting(
                 let conn =
                     start_connection(id, Side::Client, settings.clone(), config.engine.clone());
                 let inner = conn.handle().0;
-                crate::join::admit(&inner, link, leftover, None, None)
-                    .await
-                    .map_err(ConnectError::NoLink)?;
+                if let Err(e) = crate::join::admit(&inner, link, leftover, None, None).await {
+                    // Nothing will ever use it: no 30 s linger.
+                    conn.handle().abort(0);
+                    return Err(ConnectError::NoLink(e));
+                }
                 break conn;
             }
             Err(e) => tracing::warn!(%peer, "link rejected: {e}"),
         }
     };
-    for a in acceptors {
-        a.abort();
-    }
+    // The same accept tasks go on (a link accepted with the first is not lost); what they
+    // accept now joins the connection. One task owns them, stopped with the connection.
     let inner = conn.handle().0;
-    for l in listeners {
-        let label = format!("accepting on {}", l.local_spec());
-        let inner2 = inner.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok(raw) => {
-                        let inner3 = inner2.clone();
-                        tokio::spawn(async move {
-                            let peer = raw.peer.clone();
-                            if let Err(e) = join_existing(&inner3, raw, None).await {
-                                tracing::warn!(%peer, "link rejected: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+    let inner2 = inner.clone();
+    let task = tokio::spawn(async move {
+        let _acceptors = acceptors;
+        while let Some(raw) = accepted.recv().await {
+            let inner = inner2.clone();
+            tokio::spawn(async move {
+                let peer = raw.peer.clone();
+                if let Err(e) = join_existing(&inner, raw, None).await {
+                    tracing::warn!(%peer, "link rejected: {e}");
+                }
+            });
+        }
+    });
+    inner
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((labels.join(", "), task.abort_handle()));
+    Ok(conn)
+}
+
+/// Accepts links on `l` and hands them to `to` until `to` is closed.
+async fn accept_links(l: LinkListener, to: mpsc::Sender<crate::transport::RawLink>) {
+    loop {
+        match l.accept().await {
+            Ok(raw) => {
+                if to.send(raw).await.is_err() {
+                    return;
                 }
             }
-        });
-        inner
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((label, task.abort_handle()));
+            Err(e) => {
+                tracing::warn!("accept on {}: {e}", l.local_spec());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
-    Ok(conn)
 }
 
 /// A link up this long counts as stable: when it dies, redialling starts over at the first

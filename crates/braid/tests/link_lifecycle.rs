@@ -1,6 +1,7 @@
 //! The lifecycle of a connection's links: removing a spec while one of its links is being
 //! dialled, the links listed once the connection is over, redialling a link that fails at
-//! once or that the peer removed.
+//! once or that the peer removed, slots at the link limit, `remove_link` called in a burst,
+//! and `connect_accepting`'s listeners and first links.
 
 mod common;
 
@@ -280,4 +281,124 @@ async fn remove_link_is_not_lost_when_called_many_times_at_once() {
     let n = wait_for_links(&h, 1, Duration::from_secs(5)).await;
     let left: Vec<_> = h.links().iter().map(|l| l.id).collect();
     assert_eq!(left, vec![ids[2]], "links {ids:?} -> {left:?} ({n})");
+}
+
+/// A Unix socket path for this test, free.
+fn socket_path(name: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("braid-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// Waits up to 2 s for the listener on `path` to be gone (its socket file removed, nothing
+/// accepting there).
+async fn listener_released(path: &std::path::Path) -> bool {
+    for _ in 0..200 {
+        if !path.exists() && tokio::net::UnixStream::connect(path).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// `connect_accepting` whose first link cannot be admitted (here `max_links = 0`) fails and
+/// lets go of its listeners (before session 6 its accept tasks ran on: the socket stayed
+/// bound and accepting for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_accepting_releases_its_listeners_when_the_first_link_is_not_admitted() {
+    init_logs();
+    let key = Key::generate();
+    let (server, _task) = echo_server(server_config(&key)).await;
+    let path = socket_path("accept-refused");
+    let spec = format!("unix:{}", path.display()).parse().unwrap();
+    let listener = braid::transport::LinkListener::bind(&spec).await.unwrap();
+    let mut config = ClientConfig::new(key);
+    config.max_links = 0;
+    let client = tokio::spawn(braid::client::connect_accepting(vec![listener], config));
+    let link = bridge(&path, server, Duration::ZERO).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), client)
+        .await
+        .expect("connect_accepting hung")
+        .unwrap();
+    assert!(
+        matches!(r, Err(braid::client::ConnectError::NoLink(_))),
+        "{r:?}"
+    );
+    let released = listener_released(&path).await;
+    link.abort();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        released,
+        "the listener is still bound after connect_accepting failed"
+    );
+}
+
+/// `connect_accepting` dropped while it waits for its first link (a timeout around it) lets
+/// go of its listeners too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_accepting_releases_its_listeners_when_cancelled() {
+    init_logs();
+    let path = socket_path("accept-cancelled");
+    let spec = format!("unix:{}", path.display()).parse().unwrap();
+    let listener = braid::transport::LinkListener::bind(&spec).await.unwrap();
+    let config = ClientConfig::new(Key::generate());
+    let r = tokio::time::timeout(
+        Duration::from_millis(100),
+        braid::client::connect_accepting(vec![listener], config),
+    )
+    .await;
+    assert!(r.is_err(), "connected without a link");
+    let released = listener_released(&path).await;
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        released,
+        "the listener is still bound after connect_accepting was dropped"
+    );
+}
+
+/// Joins a socket dialled to the accepting side's Unix `path` to the braid server at
+/// `server`, after `delay`; the bridge task runs until either side closes.
+async fn bridge(
+    path: &std::path::Path,
+    server: std::net::SocketAddr,
+    delay: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let mut a = tokio::net::UnixStream::connect(path).await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut b = tokio::net::TcpStream::connect(server).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+    })
+}
+
+/// Links that reach `connect_accepting` together with the first one join the connection
+/// (before session 6 those accepted while the first was in its handshake were dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_accepted_with_the_first_join_the_connection() {
+    init_logs();
+    let key = Key::generate();
+    let (server, _task) = echo_server(server_config(&key)).await;
+    let path = socket_path("accept-together");
+    let spec = format!("unix:{}", path.display()).parse().unwrap();
+    let listener = braid::transport::LinkListener::bind(&spec).await.unwrap();
+    // Both sockets wait in the listener's backlog and are accepted at once; the first one's
+    // handshakes take at least 200 ms, so the second is accepted before the connection exists.
+    let first = bridge(&path, server, Duration::from_millis(200)).await;
+    let second = bridge(&path, server, Duration::ZERO).await;
+    let client = tokio::spawn(braid::client::connect_accepting(
+        vec![listener],
+        ClientConfig::new(key),
+    ));
+    let conn = tokio::time::timeout(Duration::from_secs(5), client)
+        .await
+        .expect("connect_accepting hung")
+        .unwrap()
+        .unwrap();
+    let n = wait_for_links(&conn.handle(), 2, Duration::from_secs(5)).await;
+    drop(conn);
+    first.abort();
+    second.abort();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(n, 2, "links accepted together with the first: {n} joined");
 }
