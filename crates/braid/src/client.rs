@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 
 use crate::backoff::Backoff;
-use crate::connection::{Connection, ConnectionState, Inner, LinkSettings, Shared, Side};
+use crate::connection::{
+    Connection, ConnectionEvent, ConnectionState, Inner, LinkSettings, Shared, Side,
+};
 use crate::driver::LinkEnd;
 use crate::join::{JoinError, client_join, join_existing};
 use crate::proto::agg::frame::RefuseCode;
@@ -46,7 +48,8 @@ pub struct ClientConfig {
     /// Longest redial delay (default 500 ms: with the 1 s redial timeout, a path that comes
     /// back is redialled within about 1.5 s).
     pub backoff_cap: Duration,
-    /// Most links the connection carries at once.
+    /// Most links the connection carries at once. A slot with no room, under this limit or
+    /// the peer's, waits for a link of the connection to go instead of redialling.
     pub max_links: usize,
 }
 
@@ -132,6 +135,7 @@ pub(crate) fn start_connection(
             read_finished: false,
             links: Default::default(),
             direct: Default::default(),
+            removing: Default::default(),
         }),
         wake: Notify::new(),
         to_driver: tx,
@@ -239,10 +243,16 @@ pub async fn connect_link(
 }
 
 /// Like [`connect`], but accepts the links on `listeners` (made by socat, ssh, anything)
-/// instead of dialling; this side still plays the braid client. Waits for the first link.
+/// instead of dialling; this side still plays the braid client. Waits for the first link;
+/// links accepted after it join the connection while it lives.
 ///
 /// # Errors
-/// [`ConnectError::Accept`] when accepting fails.
+/// [`ConnectError::NoLink`] when the first link that finished its handshakes could not be
+/// admitted (`max_links` of 0); [`ConnectError::Accept`] when no listener was given. The
+/// listeners are closed then.
+///
+/// # Cancel safety
+/// Dropping the future closes the listeners; links accepted and not yet joined are dropped.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -257,31 +267,19 @@ pub async fn connect_accepting(
     config: ClientConfig,
 ) -> Result<Connection, ConnectError> {
     let settings = config.settings();
-    let listeners: Vec<Arc<LinkListener>> = listeners.into_iter().map(Arc::new).collect();
-    let (first_tx, mut first_rx) = mpsc::channel(16);
-    let mut acceptors = Vec::new();
-    for l in &listeners {
-        let l = l.clone();
-        let tx = first_tx.clone();
-        acceptors.push(tokio::spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok(raw) => {
-                        if tx.send(raw).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }));
+    let labels: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("accepting on {}", l.local_spec()))
+        .collect();
+    let (accepted_tx, mut accepted) = mpsc::channel(16);
+    // Aborted when dropped: if this future fails or is dropped, the listeners close with it.
+    let mut acceptors = tokio::task::JoinSet::new();
+    for l in listeners {
+        acceptors.spawn(accept_links(l, accepted_tx.clone()));
     }
-    drop(first_tx);
+    drop(accepted_tx);
     let conn = loop {
-        let Some(raw) = first_rx.recv().await else {
+        let Some(raw) = accepted.recv().await else {
             return Err(ConnectError::Accept(std::io::Error::other(
                 "listeners closed",
             )));
@@ -292,52 +290,88 @@ pub async fn connect_accepting(
                 let conn =
                     start_connection(id, Side::Client, settings.clone(), config.engine.clone());
                 let inner = conn.handle().0;
-                crate::join::admit(&inner, link, leftover, None, None)
-                    .await
-                    .map_err(ConnectError::NoLink)?;
+                if let Err(e) = crate::join::admit(&inner, link, leftover, None, None).await {
+                    // Nothing will ever use it: no 30 s linger.
+                    conn.handle().abort(0);
+                    return Err(ConnectError::NoLink(e));
+                }
                 break conn;
             }
             Err(e) => tracing::warn!(%peer, "link rejected: {e}"),
         }
     };
-    for a in acceptors {
-        a.abort();
-    }
+    // The same accept tasks go on (a link accepted with the first is not lost); what they
+    // accept now joins the connection. One task owns them, stopped with the connection.
     let inner = conn.handle().0;
-    for l in listeners {
-        let label = format!("accepting on {}", l.local_spec());
-        let inner2 = inner.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok(raw) => {
-                        let inner3 = inner2.clone();
-                        tokio::spawn(async move {
-                            let peer = raw.peer.clone();
-                            if let Err(e) = join_existing(&inner3, raw, None).await {
-                                tracing::warn!(%peer, "link rejected: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+    let inner2 = inner.clone();
+    let task = tokio::spawn(async move {
+        let _acceptors = acceptors;
+        while let Some(raw) = accepted.recv().await {
+            let inner = inner2.clone();
+            tokio::spawn(async move {
+                let peer = raw.peer.clone();
+                if let Err(e) = join_existing(&inner, raw, None).await {
+                    tracing::warn!(%peer, "link rejected: {e}");
+                }
+            });
+        }
+    });
+    inner
+        .slots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((labels.join(", "), task.abort_handle()));
+    Ok(conn)
+}
+
+/// Accepts links on `l` and hands them to `to` until `to` is closed.
+async fn accept_links(l: LinkListener, to: mpsc::Sender<crate::transport::RawLink>) {
+    loop {
+        match l.accept().await {
+            Ok(raw) => {
+                if to.send(raw).await.is_err() {
+                    return;
                 }
             }
-        });
-        inner
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((label, task.abort_handle()));
+            Err(e) => {
+                tracing::warn!("accept on {}: {e}", l.local_spec());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
-    Ok(conn)
 }
 
 /// A link up this long counts as stable: when it dies, redialling starts over at the first
 /// backoff delay.
 const STABLE_LINK: Duration = Duration::from_secs(10);
+
+/// The longest a slot refused for the link limit waits for a link of the connection to go
+/// before it tries again anyway, first and at most (doubling in between): the limit does not
+/// lift by itself, so a handshake every backoff cap would be wasted, but a peer's count may
+/// drop without this side seeing a link go (a link it admitted and this side refused).
+const FULL_WAIT_INITIAL: Duration = Duration::from_secs(5);
+/// See [`FULL_WAIT_INITIAL`].
+const FULL_WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// Whether `e` says the connection has no room for another link (this side's limit or the
+/// peer's `Refuse(Limit)`), rather than that the path failed.
+fn is_limit(e: &JoinError) -> bool {
+    matches!(
+        e,
+        JoinError::ConnectionOver
+            | JoinError::Handshake(HandshakeError::Refused(RefuseCode::Limit))
+    )
+}
+
+/// Waits until a link of the connection goes (there may be room for another), the
+/// connection ends, or `most` passes.
+async fn wait_for_room(events: &mut broadcast::Receiver<ConnectionEvent>, most: Duration) {
+    let _ = tokio::time::timeout(most, async {
+        // Any other event, a lag (events missed) or the end of the connection: look again.
+        while let Ok(ConnectionEvent::LinkUp { .. }) = events.recv().await {}
+    })
+    .await;
+}
 
 /// Keeps one link of `spec` up while the connection lives. `first` is the end notice of a
 /// link this slot already has.
@@ -353,6 +387,7 @@ pub(crate) fn spawn_slot(
         let inner = inner2;
         let spec = spec2;
         let mut backoff = Backoff::new(s.backoff_initial, s.backoff_cap);
+        let mut full_wait = Backoff::new(FULL_WAIT_INITIAL, FULL_WAIT_CAP);
         let mut current = first;
         let mut failures = 0u32;
         let mut up_since = tokio::time::Instant::now();
@@ -376,7 +411,13 @@ pub(crate) fn spawn_slot(
             if inner.is_over() {
                 return;
             }
+            // Subscribed before the link count is looked at and the link dialled: a link
+            // that goes meanwhile still counts as room.
+            let mut events = inner.events.subscribe();
             let attempt = async {
+                if inner.lock().links.len() >= s.max_links {
+                    return Err(JoinError::ConnectionOver);
+                }
                 let raw = dial(&spec, s.redial_timeout).await?;
                 let (tx, rx) = oneshot::channel();
                 join_existing(&inner, raw, Some((spec.clone(), tx))).await?;
@@ -385,8 +426,18 @@ pub(crate) fn spawn_slot(
             match attempt.await {
                 Ok(rx) => {
                     failures = 0;
+                    full_wait.reset();
                     up_since = tokio::time::Instant::now();
                     current = Some(rx);
+                }
+                Err(e) if is_limit(&e) => {
+                    if inner.is_over() {
+                        return;
+                    }
+                    tracing::debug!(%spec, "no room for the link ({e}); waiting for a link to go");
+                    wait_for_room(&mut events, full_wait.next_delay()).await;
+                    // The peer may see the link go a little after this side did.
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(JoinError::Handshake(HandshakeError::Refused(
                     RefuseCode::UnknownConnection,

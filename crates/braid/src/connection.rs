@@ -155,6 +155,10 @@ pub(crate) struct Shared {
     pub links: std::collections::BTreeMap<LinkId, (String, Option<LinkSpec>)>,
     /// Each live link's writer, for the application's direct writes.
     pub direct: std::collections::BTreeMap<LinkId, Arc<crate::driver::WriterSlot>>,
+    /// Links the application asked to remove ([`ConnectionHandle::remove_link`]), for the
+    /// driver: a set, not a bounded channel, so that no request is lost or refused however
+    /// many come before the driver runs.
+    pub removing: std::collections::BTreeSet<LinkId>,
 }
 
 /// State shared by the driver task, the application handles and the link tasks.
@@ -730,10 +734,15 @@ impl ConnectionHandle {
     }
 
     /// Removes a link gracefully: no new data goes on it, it closes once its data is
-    /// acknowledged. A link dialled from a spec is not redialled.
+    /// acknowledged. A link this side dialled from a spec is not redialled; one the peer
+    /// dialled from a spec is redialled by the peer, with backoff, like any link that drops
+    /// (only removing the spec on the peer stops that).
+    ///
+    /// Calling it again while the link drains does nothing more.
     ///
     /// # Errors
-    /// [`LinkError::NoSuchLink`] when `link` is not a live link of this connection.
+    /// [`LinkError::Closed`] when the connection is over, [`LinkError::NoSuchLink`] when
+    /// `link` is not a live link of this connection.
     ///
     /// ```no_run
     /// # fn f(h: braid::ConnectionHandle) -> Result<(), braid::LinkError> {
@@ -741,16 +750,17 @@ impl ConnectionHandle {
     /// # Ok(()) }
     /// ```
     pub fn remove_link(&self, link: LinkId) -> Result<(), LinkError> {
-        self.0
-            .to_driver
-            .try_send(crate::driver::ToDriver::Remove(link))
-            .map_err(|_| LinkError::Closed)?;
-        let known = self.0.lock().links.contains_key(&link);
-        if known {
-            Ok(())
-        } else {
-            Err(LinkError::NoSuchLink(link))
+        let mut s = self.0.lock();
+        if self.0.is_over() {
+            return Err(LinkError::Closed);
         }
+        if !s.links.contains_key(&link) {
+            return Err(LinkError::NoSuchLink(link));
+        }
+        s.removing.insert(link);
+        drop(s);
+        self.0.wake.notify_one();
+        Ok(())
     }
 
     /// Stops keeping links of `spec` up and removes its links gracefully (the inverse of

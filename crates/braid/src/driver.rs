@@ -58,7 +58,7 @@ const LINGER: Duration = Duration::from_secs(30);
 /// Why a link dialled from a spec ended (tells its dialling slot what to do).
 #[derive(Debug)]
 pub(crate) enum LinkEnd {
-    /// Died: redial with backoff.
+    /// Died, or the peer removed it (`LinkClose`): redial with backoff.
     Dead(String),
     /// Replaced after `recycle=` bytes: redial now.
     Recycled,
@@ -91,7 +91,6 @@ pub(crate) enum ToDriver {
     WriteDone(LinkId, Vec<Bytes>),
     WriteFailed(LinkId, String),
     Add(Box<NewLink>),
-    Remove(LinkId),
     /// Remove the links dialled for this spec, also one whose `Add` was already on its way
     /// when the spec's slots were stopped.
     RemoveSpec(LinkSpec),
@@ -550,8 +549,10 @@ impl Driver {
                         self.remove(&mut s, id, now);
                     }
                 }
-                ToDriver::Remove(id) => self.remove(&mut s, id, now),
             }
+        }
+        for id in std::mem::take(&mut s.removing) {
+            self.remove(&mut s, id, now);
         }
 
         if s.conn.poll_timeout().is_some_and(|t| t <= now) {
@@ -671,8 +672,12 @@ impl Driver {
                 Event::LinkClosed(link) => {
                     s.direct.remove(&link);
                     let peer = s.links.remove(&link).map(|p| p.0).unwrap_or_default();
-                    if let Some(l) = self.links.remove(&link) {
+                    if let Some(mut l) = self.links.remove(&link) {
                         tracing::debug!(conn = %inner.id, %link, %peer, "link closed");
+                        // A link this side removed or recycled already told its slot; one the
+                        // peer removed is redialled like one that died (the spec still asks
+                        // for it; only removing the spec here stops that).
+                        l.end(LinkEnd::Dead("closed by the peer".into()));
                         let _ = l.writer.send(WriterCmd::Close);
                         // The reader reads until the peer closes its socket too, but not
                         // for ever: a peer may leave it open and silent.
