@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::config::{Config, INITIAL_WINDOW};
 use super::error::{ConnectionError, OpenError, StreamError};
 use super::frame::{Flags, GoAwayCode, HEADER_LEN, Header, StreamId};
+use super::peer_ids::PeerIds;
 use super::stream::{ResetBy, SendBuffer, Stream, StreamState};
 use crate::Time;
 
@@ -108,6 +109,8 @@ pub struct Connection {
     config: Config,
     streams: HashMap<StreamId, Stream>,
     next_id: u32,
+    /// Ids the peer opened streams with (or tried to): never taken for a new stream again.
+    peer_ids: PeerIds,
     /// Inbound streams not yet accepted.
     accept_queue: VecDeque<StreamId>,
     /// Outbound streams not yet ACKed.
@@ -155,6 +158,7 @@ impl Connection {
             },
             config,
             streams: HashMap::new(),
+            peer_ids: PeerIds::default(),
             accept_queue: VecDeque::new(),
             pending_open: 0,
             open_waiting: false,
@@ -899,6 +903,12 @@ impl Connection {
                 assert!(
                     s.in_send_queue || s.send_credit == 0,
                     "stream {id} has data but is not queued"
+                );
+            }
+            if !s.outbound {
+                assert!(
+                    self.peer_ids.is_taken(id),
+                    "inbound stream {id} has a fresh id"
                 );
             }
             window_sum += u64::from(s.recv_window);

@@ -42,6 +42,10 @@ pub enum ProtocolError {
     /// SYN for a stream that already exists.
     #[error("SYN for existing stream {0}")]
     DuplicateStream(StreamId),
+    /// SYN for a stream id the peer used before (its stream ended or was refused): yamux
+    /// never reuses an id.
+    #[error("SYN reuses stream id {0}")]
+    ReusedStreamId(StreamId),
     /// SYN with a stream id the peer may not use (0 or our parity).
     #[error("SYN with invalid stream id {0}")]
     InvalidStreamId(StreamId),

@@ -25,6 +25,7 @@ mod config;
 mod connection;
 mod error;
 pub mod frame;
+mod peer_ids;
 mod stream;
 mod transmit;
 
