@@ -274,7 +274,7 @@ impl Connection {
         if self.local_go_away || self.remote_go_away {
             return Err(OpenError::GoingAway);
         }
-        if self.streams.len() >= self.config.max_streams {
+        if self.streams.len() >= self.config.max_streams || !self.has_room_for_stream() {
             return Err(OpenError::TooManyStreams);
         }
         if self.pending_open >= self.config.max_pending_open {
@@ -449,13 +449,34 @@ impl Connection {
         Ok(n)
     }
 
+    /// Whether one more stream's initial window fits in the session window.
+    pub(super) fn has_room_for_stream(&self) -> bool {
+        self.session_window + u64::from(INITIAL_WINDOW) <= self.config.session_window_cap()
+    }
+
+    /// How many bytes receive windows may grow by, in all: the session window less the room
+    /// kept for the initial windows of the streams `max_streams` still allows (rust-yamux
+    /// keeps that much too), or for half the session window if that is less. Grown windows
+    /// then never lock new streams out, and an over-large `max_streams` does not stop
+    /// auto-tuning.
+    fn growth_room(&self) -> u64 {
+        let cap = self.config.session_window_cap();
+        let more_streams = self.config.max_streams.saturating_sub(self.streams.len()) as u64;
+        let reserve = more_streams
+            .saturating_mul(u64::from(INITIAL_WINDOW))
+            .min(cap / 2);
+        cap.saturating_sub(reserve)
+            .saturating_sub(self.session_window)
+    }
+
     /// Raises a new stream's window to `Config::initial_stream_window` (granted with the
-    /// stream's next control frame), within the stream and session caps.
+    /// stream's next control frame), within the stream cap and the session's growth room.
     fn grant_initial_window(&mut self, id: StreamId) {
         let target = self
             .config
             .initial_stream_window
             .min(self.config.stream_window_cap());
+        let room = self.growth_room();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -463,7 +484,7 @@ impl Connection {
             return;
         }
         let growth = target - s.recv_window;
-        if self.session_window + u64::from(growth) > self.config.max_session_window {
+        if u64::from(growth) > room {
             return;
         }
         s.recv_window = target;
@@ -484,6 +505,7 @@ impl Connection {
             .max(self.min_rtt)
             .unwrap_or(self.config.initial_rtt);
         let cap = self.config.stream_window_cap();
+        let room = self.growth_room();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -506,7 +528,7 @@ impl Connection {
         if s.recv_buffered == 0 && s.recv_window < cap && (paced || catch_up) {
             let new = s.recv_window.saturating_mul(2).min(cap);
             let growth = new - s.recv_window;
-            if self.session_window + u64::from(growth) <= self.config.max_session_window {
+            if u64::from(growth) <= room {
                 s.recv_window = new;
                 if paced {
                     // Catching up sets no new mark, or windows would ratchet each other up.
@@ -917,6 +939,11 @@ impl Connection {
             }
         }
         assert_eq!(window_sum, self.session_window);
+        assert!(
+            self.session_window <= self.config.session_window_cap(),
+            "session window {} over the cap",
+            self.session_window
+        );
         assert_eq!(unacked, self.pending_open);
         assert!(self.accept_queue.len() <= self.config.max_pending_accept);
         assert!(self.queued_pongs <= MAX_QUEUED_PONGS);

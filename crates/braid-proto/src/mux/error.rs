@@ -64,7 +64,8 @@ pub enum OpenError {
     /// The peer has not ACKed `max_pending_open` streams yet: wait for [`super::Event::CanOpen`].
     #[error("too many streams awaiting the peer's ACK")]
     Blocked,
-    /// `max_streams` are open.
+    /// `max_streams` are open, or the session window has no room for another stream's
+    /// initial window (`max_session_window`).
     #[error("stream limit reached")]
     TooManyStreams,
     /// A GoAway was sent or received: no new streams.

@@ -580,6 +580,75 @@ fn session_window_caps_growth() {
 }
 
 #[test]
+fn syns_beyond_the_session_window_are_refused() {
+    // Regression: every accepted SYN added an initial window to the session's without a
+    // check, so a peer opening streams could make us buffer max_streams x 256 KiB (2 GiB
+    // by default) whatever max_session_window said. Now a stream whose initial window does
+    // not fit is refused like one beyond max_streams.
+    let mut config = Config::default();
+    config.max_session_window = 4 * u64::from(INITIAL_WINDOW);
+    let mut m = Mock::with(Side::Server, config);
+    let full = vec![9u8; INITIAL_WINDOW as usize];
+    let ids: Vec<StreamId> = (0..8).map(|i| 2 * i + 1).collect();
+    for &id in &ids {
+        m.send(data(id, Flags::SYN, full.len()), &full).unwrap();
+        m.conn.check_invariants();
+    }
+    assert!(m.conn.error().is_none());
+    let accepted: Vec<_> = std::iter::from_fn(|| m.conn.accept()).collect();
+    assert_eq!(accepted, ids[..4]);
+    let buffered: usize = ids.iter().map(|&id| m.conn.stream_readable(id)).sum();
+    assert_eq!(buffered, 4 * INITIAL_WINDOW as usize);
+    let hs = m.headers();
+    for &id in &ids[4..] {
+        assert!(hs.contains(&wu(id, Flags::RST, 0)), "{id} refused: {hs:?}");
+    }
+    // A stream that ends frees its window for the next one.
+    m.send(data(1, Flags::FIN, 0), &[]).unwrap();
+    m.read_all(1);
+    m.conn.finish(1).unwrap();
+    m.conn.release(1);
+    m.recv();
+    m.send(wu(17, Flags::SYN, 0), &[]).unwrap();
+    assert_eq!(m.conn.accept(), Some(17));
+}
+
+#[test]
+fn open_beyond_the_session_window_is_refused() {
+    let mut config = Config::default();
+    config.max_session_window = 2 * u64::from(INITIAL_WINDOW);
+    let mut m = Mock::with(Side::Client, config);
+    m.conn.open().unwrap();
+    m.conn.open().unwrap();
+    assert_eq!(m.conn.open(), Err(OpenError::TooManyStreams));
+    m.conn.check_invariants();
+}
+
+#[test]
+fn grown_windows_leave_room_for_new_streams() {
+    // Initial windows of 4 MiB and a 16 MiB session: windows grow only within half of it
+    // (two streams get 4 MiB), and the other half still takes 32 new streams at 256 KiB.
+    let mut config = Config::default();
+    config.initial_stream_window = 4 * 1024 * 1024;
+    config.max_session_window = 16 * 1024 * 1024;
+    let mut m = Mock::with(Side::Server, config);
+    let mut windows = Vec::new();
+    for i in 0..40 {
+        let id = 2 * i + 1;
+        m.send(wu(id, Flags::SYN, 0), &[]).unwrap();
+        if let Some(id) = m.conn.accept() {
+            windows.push(m.conn.stream_recv_window(id).unwrap());
+        }
+        m.conn.check_invariants();
+    }
+    assert_eq!(windows.len(), 34, "{windows:?}");
+    assert_eq!(windows[..2], [4 * 1024 * 1024; 2]);
+    assert!(windows[2..].iter().all(|&w| w == INITIAL_WINDOW));
+    let sum: u64 = windows.iter().map(|&w| u64::from(w)).sum();
+    assert_eq!(sum, 16 * 1024 * 1024);
+}
+
+#[test]
 fn stalled_reader_blocks_only_its_stream() {
     let mut p = Pair::new(Config::default());
     p.apply(Op::Open { client: true });
@@ -1052,6 +1121,20 @@ proptest! {
         for (i, op) in ops.into_iter().enumerate() {
             if i == 30 { p.apply(Op::GoAway { client }); }
             if i == 60 { p.apply(Op::Garbage { to_client: client, bytes }); }
+            p.apply(op);
+        }
+        p.settle();
+    }
+
+    #[test]
+    fn random_operations_within_a_tight_session_window(ops in prop::collection::vec(op(), 1..200)) {
+        // Room for 6 initial windows of the 8 streams allowed: opens and SYNs are refused
+        // for want of window, and growth has to keep room for new streams.
+        let mut config = small_config();
+        config.max_session_window = 6 * u64::from(INITIAL_WINDOW);
+        config.max_stream_window = 4 * INITIAL_WINDOW;
+        let mut p = Pair::new(config);
+        for op in ops {
             p.apply(op);
         }
         p.settle();

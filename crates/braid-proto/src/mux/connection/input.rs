@@ -204,6 +204,7 @@ impl Connection {
         if too_old
             || self.local_go_away
             || self.streams.len() >= self.config.max_streams
+            || !self.has_room_for_stream()
             || self.accept_queue.len() >= self.config.max_pending_accept
         {
             // Refused: the stream never exists here, the session goes on. One RST per id
