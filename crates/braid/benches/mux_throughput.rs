@@ -59,6 +59,9 @@ fn braid_config() -> Config {
     c.max_streams = 40_000;
     c.max_pending_accept = 40_000;
     c.max_pending_open = 40_000;
+    // Every stream's initial window counts against the session window (10 GiB for 40,000
+    // streams): no session cap, like the yamux side's `set_max_connection_receive_window(None)`.
+    c.max_session_window = u64::MAX;
     c.send_buffer = 1048576;
     if let Some(w) = std::env::var("MUX_BENCH_WINDOW")
         .ok()

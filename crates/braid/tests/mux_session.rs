@@ -6,6 +6,7 @@ mod mux_support;
 use std::time::Duration;
 
 use braid::mux::{Config, ConnectionError, GoAwayCode, Session, SessionError};
+use braid_proto::mux::INITIAL_WINDOW;
 use mux_support::{payload, tcp_pair, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -238,12 +239,17 @@ async fn keepalive_measures_rtt_and_a_silent_peer_times_out() {
 #[tokio::test]
 async fn thousands_of_streams_each_echo() {
     within(120, async {
+        // Each stream's initial window counts against the session window: 20,000 of them
+        // take 5 GiB of it (a bound on memory, not an allocation).
+        let window = 20_000 * u64::from(INITIAL_WINDOW) + (128 << 20);
         let mut c = config();
         c.max_pending_open = 10_000;
         c.max_streams = 20_000;
+        c.max_session_window = window;
         let mut s = config();
         s.max_pending_accept = 10_000;
         s.max_streams = 20_000;
+        s.max_session_window = window;
         let (client, server) = pair_with(c, s).await;
         tokio::spawn(async move {
             while let Some(mut st) = server.accept().await {

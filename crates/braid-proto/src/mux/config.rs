@@ -25,7 +25,14 @@ pub struct Config {
     /// Windows start at [`INITIAL_WINDOW`] and double while the reader keeps up.
     pub max_stream_window: u32,
     /// Cap on the sum of all streams' receive windows, the session's memory bound for data the
-    /// peer may send ahead of the readers (default 128 MiB). Windows only grow within it.
+    /// peer may send ahead of the readers (default 128 MiB, at least [`INITIAL_WINDOW`]).
+    ///
+    /// Every stream takes [`INITIAL_WINDOW`] of it from the start (yamux does not negotiate
+    /// it), so it also bounds the number of streams: a stream whose initial window does not
+    /// fit is refused like one beyond `max_streams` (512 streams by default). Windows grow
+    /// beyond the initial one only while the initial windows of the streams `max_streams`
+    /// still allows, or half of this cap if that is less, stay free: grown windows never lock
+    /// new streams out.
     pub max_session_window: u64,
     /// Largest Data frame payload sent (default 64 KiB; at most 1 MiB, since peers such as
     /// rust-yamux drop the connection on larger frames). Smaller frames share the link more
@@ -39,7 +46,7 @@ pub struct Config {
     /// half of it has drained.
     pub session_send_buffer: u64,
     /// Maximum concurrent streams, both directions (default 8192). A peer's SYN beyond it is
-    /// answered with RST; the session survives.
+    /// answered with RST; the session survives. `max_session_window` may allow fewer.
     pub max_streams: usize,
     /// Maximum inbound streams not yet accepted (and so not yet ACKed) by the application
     /// (default 256). A peer's SYN beyond it is answered with RST.
@@ -57,9 +64,10 @@ pub struct Config {
     pub probe_rtt_at_start: bool,
     /// Receive window each stream gets as soon as it is opened or accepted (default
     /// [`INITIAL_WINDOW`], the spec's 256 KiB, which needs no grant). Larger values are granted
-    /// at once with a window update, within `max_stream_window` and `max_session_window`: for
-    /// transports whose round trip under load is long from the start (an aggregated braid
-    /// connection), so a stream does not spend its first megabytes growing its window.
+    /// at once with a window update, within `max_stream_window` and the room
+    /// `max_session_window` leaves windows to grow: for transports whose round trip under load
+    /// is long from the start (an aggregated braid connection), so a stream does not spend its
+    /// first megabytes growing its window.
     pub initial_stream_window: u32,
 }
 
@@ -92,5 +100,10 @@ impl Config {
     /// The stream window cap actually used: never below the initial window.
     pub(crate) fn stream_window_cap(&self) -> u32 {
         self.max_stream_window.max(INITIAL_WINDOW)
+    }
+
+    /// The session window cap actually used: never below one stream's initial window.
+    pub(crate) fn session_window_cap(&self) -> u64 {
+        self.max_session_window.max(u64::from(INITIAL_WINDOW))
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::config::{Config, INITIAL_WINDOW};
 use super::error::{ConnectionError, OpenError, StreamError};
 use super::frame::{Flags, GoAwayCode, HEADER_LEN, Header, StreamId};
+use super::peer_ids::PeerIds;
 use super::stream::{ResetBy, SendBuffer, Stream, StreamState};
 use crate::Time;
 
@@ -108,6 +109,8 @@ pub struct Connection {
     config: Config,
     streams: HashMap<StreamId, Stream>,
     next_id: u32,
+    /// Ids the peer opened streams with (or tried to): never taken for a new stream again.
+    peer_ids: PeerIds,
     /// Inbound streams not yet accepted.
     accept_queue: VecDeque<StreamId>,
     /// Outbound streams not yet ACKed.
@@ -155,6 +158,7 @@ impl Connection {
             },
             config,
             streams: HashMap::new(),
+            peer_ids: PeerIds::default(),
             accept_queue: VecDeque::new(),
             pending_open: 0,
             open_waiting: false,
@@ -270,7 +274,7 @@ impl Connection {
         if self.local_go_away || self.remote_go_away {
             return Err(OpenError::GoingAway);
         }
-        if self.streams.len() >= self.config.max_streams {
+        if self.streams.len() >= self.config.max_streams || !self.has_room_for_stream() {
             return Err(OpenError::TooManyStreams);
         }
         if self.pending_open >= self.config.max_pending_open {
@@ -445,13 +449,34 @@ impl Connection {
         Ok(n)
     }
 
+    /// Whether one more stream's initial window fits in the session window.
+    pub(super) fn has_room_for_stream(&self) -> bool {
+        self.session_window + u64::from(INITIAL_WINDOW) <= self.config.session_window_cap()
+    }
+
+    /// How many bytes receive windows may grow by, in all: the session window less the room
+    /// kept for the initial windows of the streams `max_streams` still allows (rust-yamux
+    /// keeps that much too), or for half the session window if that is less. Grown windows
+    /// then never lock new streams out, and an over-large `max_streams` does not stop
+    /// auto-tuning.
+    fn growth_room(&self) -> u64 {
+        let cap = self.config.session_window_cap();
+        let more_streams = self.config.max_streams.saturating_sub(self.streams.len()) as u64;
+        let reserve = more_streams
+            .saturating_mul(u64::from(INITIAL_WINDOW))
+            .min(cap / 2);
+        cap.saturating_sub(reserve)
+            .saturating_sub(self.session_window)
+    }
+
     /// Raises a new stream's window to `Config::initial_stream_window` (granted with the
-    /// stream's next control frame), within the stream and session caps.
+    /// stream's next control frame), within the stream cap and the session's growth room.
     fn grant_initial_window(&mut self, id: StreamId) {
         let target = self
             .config
             .initial_stream_window
             .min(self.config.stream_window_cap());
+        let room = self.growth_room();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -459,7 +484,7 @@ impl Connection {
             return;
         }
         let growth = target - s.recv_window;
-        if self.session_window + u64::from(growth) > self.config.max_session_window {
+        if u64::from(growth) > room {
             return;
         }
         s.recv_window = target;
@@ -480,6 +505,7 @@ impl Connection {
             .max(self.min_rtt)
             .unwrap_or(self.config.initial_rtt);
         let cap = self.config.stream_window_cap();
+        let room = self.growth_room();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -502,7 +528,7 @@ impl Connection {
         if s.recv_buffered == 0 && s.recv_window < cap && (paced || catch_up) {
             let new = s.recv_window.saturating_mul(2).min(cap);
             let growth = new - s.recv_window;
-            if self.session_window + u64::from(growth) <= self.config.max_session_window {
+            if u64::from(growth) <= room {
                 s.recv_window = new;
                 if paced {
                     // Catching up sets no new mark, or windows would ratchet each other up.
@@ -901,12 +927,23 @@ impl Connection {
                     "stream {id} has data but is not queued"
                 );
             }
+            if !s.outbound {
+                assert!(
+                    self.peer_ids.is_taken(id),
+                    "inbound stream {id} has a fresh id"
+                );
+            }
             window_sum += u64::from(s.recv_window);
             if s.outbound && !s.acked {
                 unacked += 1;
             }
         }
         assert_eq!(window_sum, self.session_window);
+        assert!(
+            self.session_window <= self.config.session_window_cap(),
+            "session window {} over the cap",
+            self.session_window
+        );
         assert_eq!(unacked, self.pending_open);
         assert!(self.accept_queue.len() <= self.config.max_pending_accept);
         assert!(self.queued_pongs <= MAX_QUEUED_PONGS);

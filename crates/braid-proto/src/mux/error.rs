@@ -42,6 +42,10 @@ pub enum ProtocolError {
     /// SYN for a stream that already exists.
     #[error("SYN for existing stream {0}")]
     DuplicateStream(StreamId),
+    /// SYN for a stream id the peer used before (its stream ended or was refused): yamux
+    /// never reuses an id.
+    #[error("SYN reuses stream id {0}")]
+    ReusedStreamId(StreamId),
     /// SYN with a stream id the peer may not use (0 or our parity).
     #[error("SYN with invalid stream id {0}")]
     InvalidStreamId(StreamId),
@@ -60,7 +64,8 @@ pub enum OpenError {
     /// The peer has not ACKed `max_pending_open` streams yet: wait for [`super::Event::CanOpen`].
     #[error("too many streams awaiting the peer's ACK")]
     Blocked,
-    /// `max_streams` are open.
+    /// `max_streams` are open, or the session window has no room for another stream's
+    /// initial window (`max_session_window`).
     #[error("stream limit reached")]
     TooManyStreams,
     /// A GoAway was sent or received: no new streams.

@@ -12,11 +12,11 @@
 //! The wire format is hashicorp's yamux (`docs/PROTOCOL.md`): a 12-byte header
 //! ([`frame::Header`]), four frame types, SYN/ACK/FIN/RST flags, per-stream windows starting at
 //! 256 KiB. This implementation auto-tunes each receive window up to
-//! [`Config::max_stream_window`] while the reader keeps up, caps the sum of windows at
-//! [`Config::max_session_window`], shares [`Config::session_send_buffer`] among busy writers,
+//! [`Config::max_stream_window`] while the reader keeps up, caps the sum of windows (initial
+//! ones included) at [`Config::max_session_window`], shares [`Config::session_send_buffer`] among busy writers,
 //! cuts writes into frames of at most
 //! [`Config::max_frame_size`], serves streams round-robin with control frames first, and
-//! refuses (RST) inbound streams beyond [`Config::max_streams`] or
+//! refuses (RST) inbound streams beyond [`Config::max_streams`], the session window or
 //! [`Config::max_pending_accept`] without ending the session.
 //!
 //! `braid::mux::Session` drives it over a tokio byte stream.
@@ -25,6 +25,7 @@ mod config;
 mod connection;
 mod error;
 pub mod frame;
+mod peer_ids;
 mod stream;
 mod transmit;
 

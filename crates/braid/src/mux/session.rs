@@ -29,7 +29,8 @@ pub enum SessionError {
     /// A GoAway was sent or received: no new streams.
     #[error("session is going away")]
     GoingAway,
-    /// The configured maximum number of streams is open.
+    /// The configured maximum number of streams is open (`max_streams`, or as many as
+    /// `max_session_window` holds initial windows).
     #[error("too many streams")]
     TooManyStreams,
     /// Stream ids are exhausted; open a new session.

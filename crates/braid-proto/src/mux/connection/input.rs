@@ -7,6 +7,7 @@ use crate::Time;
 use crate::mux::config::INITIAL_WINDOW;
 use crate::mux::error::{ConnectionError, ProtocolError};
 use crate::mux::frame::{Flags, FrameType, GoAwayCode, HEADER_LEN, Header, StreamId};
+use crate::mux::peer_ids::IdUse;
 use crate::mux::stream::{ResetBy, Stream};
 
 impl Connection {
@@ -192,12 +193,22 @@ impl Connection {
         if self.streams.contains_key(&id) {
             return Err(ProtocolError::DuplicateStream(id));
         }
-        if self.local_go_away
+        let too_old = match self.peer_ids.record(id) {
+            IdUse::Fresh => false,
+            // Its stream ended (and was forgotten) or was refused: taking the SYN as a new
+            // stream would hand the application a stream it already saw end.
+            IdUse::Reused => return Err(ProtocolError::ReusedStreamId(id)),
+            // Fresh or reused, no one can tell: refused, never taken as a new stream.
+            IdUse::TooOld => true,
+        };
+        if too_old
+            || self.local_go_away
             || self.streams.len() >= self.config.max_streams
+            || !self.has_room_for_stream()
             || self.accept_queue.len() >= self.config.max_pending_accept
         {
             // Refused: the stream never exists here, the session goes on. One RST per id
-            // however often the peer repeats its SYN before the RST leaves.
+            // (only an id too old to track can be refused twice).
             let rst = Header::window_update(id, Flags::RST, 0);
             if !self.ctrl.contains(&rst) {
                 if self.queued_refusals >= MAX_QUEUED_REFUSALS {
