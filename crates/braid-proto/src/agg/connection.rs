@@ -315,6 +315,9 @@ impl Connection {
                 {
                     l.ping_outstanding = None;
                     l.rtt_sample(now, now.saturating_since(sent));
+                    // It may lower the link's minimum round trip, so the path's.
+                    let path = l.path;
+                    self.path_changed(path);
                 }
             }
             Frame::Reset { code } => {

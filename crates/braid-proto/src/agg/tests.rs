@@ -805,3 +805,15 @@ fn links_of_one_path_die_and_leave_mid_transfer() {
     // pace, not at one link's.
     assert!(goodput > 60.0, "goodput {goodput:.1}");
 }
+
+/// Regression: a pong is a round-trip sample too, and can lower a link's minimum round trip
+/// (a ping on the idle fast link does not wait behind a chunk): the path's cached shared
+/// window must follow it, as `check_invariants` at every step checks.
+#[test]
+fn a_pong_on_a_path_link_refreshes_its_shared_window() {
+    let mut p = Pair::new(Config::default());
+    for (mbit, delay) in [(50.0, 2), (50.0, 50)] {
+        p.add_path_link(mbit, delay, Some(PathId(1)), None);
+    }
+    transfer(&mut p, 5_000_000, Duration::from_secs(10), |_| {});
+}
