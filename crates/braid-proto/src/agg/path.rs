@@ -49,6 +49,10 @@ pub struct PathId(pub u64);
 /// Shortest interval [`PathRate`] samples over (longer where round trips are longer).
 const PATH_RATE_INTERVAL: Duration = Duration::from_millis(4);
 
+/// Samples without a quarter's growth after which a path's rate counts as known (BBR's
+/// "full pipe"): while its links ramp up, a rate averaged over the last interval lags.
+const FULL_PATH_SAMPLES: u8 = 3;
+
 /// What a path delivers (bytes/s, over all its links): acknowledged bytes over intervals of a
 /// few round trips, max-filtered like a link's rate.
 ///
@@ -63,13 +67,17 @@ pub(crate) struct PathRate {
     /// The last acknowledgement.
     last: Time,
     rate: MaxFilter,
+    /// Ramp-up: the rate and the number of samples since it last grew by a quarter, until
+    /// that number reaches [`FULL_PATH_SAMPLES`].
+    growth: (f64, u8),
 }
 
 impl PathRate {
-    /// The path's delivery rate (bytes/s), once sampled.
+    /// The path's delivery rate (bytes/s), once sampled and no longer growing (see
+    /// [`FULL_PATH_SAMPLES`]).
     pub fn get(&self) -> Option<f64> {
         let r = self.rate.get();
-        (r > 0.0).then_some(r)
+        (r > 0.0 && self.growth.1 >= FULL_PATH_SAMPLES).then_some(r)
     }
 
     /// `bytes` were acknowledged at `now`; `rtt` is the longest smoothed round trip among the
@@ -91,6 +99,14 @@ impl PathRate {
                     let window =
                         (rtt * 10).clamp(Duration::from_millis(500), Duration::from_secs(5));
                     self.rate.update(now, sample, window);
+                    let (base, flat) = &mut self.growth;
+                    if *flat < FULL_PATH_SAMPLES {
+                        if sample >= *base * 1.25 {
+                            (*base, *flat) = (sample, 0);
+                        } else {
+                            *flat += 1;
+                        }
+                    }
                     self.mark = Some((now, self.delivered));
                 }
             }
@@ -141,6 +157,28 @@ mod tests {
             (after - 0.5e9).abs() / 0.5e9 < 0.1,
             "rate {after} after idle"
         );
+    }
+
+    #[test]
+    fn path_rate_is_unknown_while_it_grows() {
+        let rtt = Duration::from_millis(10);
+        let mut p = PathRate::default();
+        // Doubling every 20 ms (a sample), from 1 MB/s to 64 MB/s: still ramping up.
+        let mut t = Time::ZERO;
+        for k in 0..7 {
+            for _ in 0..20 {
+                t += Duration::from_millis(1);
+                p.on_acked(t, 1000 << k, rtt);
+            }
+        }
+        assert_eq!(p.get(), None);
+        // Then steady: known after three samples that grow less than a quarter.
+        for _ in 0..80 {
+            t += Duration::from_millis(1);
+            p.on_acked(t, 64_000, rtt);
+        }
+        let r = p.get().expect("known");
+        assert!((r - 64e6).abs() / 64e6 < 0.1, "rate {r}");
     }
 
     #[test]
