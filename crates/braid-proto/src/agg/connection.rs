@@ -53,8 +53,19 @@ struct SharedPath {
     rtt: Duration,
     /// The most its links may have in flight together.
     window: u64,
-    /// Its active link with the lowest id (so that a walk over all links counts it once).
+    /// Its sharing active link with the lowest id (so that a walk over all links counts it
+    /// once).
     first: LinkId,
+    /// The longest minimum round trip of a link that shares the window (see
+    /// [`path::near_rtt`]): links farther away take another route to the same address.
+    near: Duration,
+}
+
+impl SharedPath {
+    /// Whether `l`, a link of the path, shares its window.
+    fn has(&self, l: &Link) -> bool {
+        l.min_rtt() <= self.near
+    }
 }
 
 /// The result of [`Connection::read`].
@@ -514,27 +525,30 @@ impl Connection {
 
     fn work_out_shared_path(&self, path: PathId, rate: Option<f64>) -> Option<SharedPath> {
         let rate = rate?;
-        let (mut n, mut first, mut rtt, mut chunk) = (0, None, None::<Duration>, 0);
-        for l in self
-            .path_links(path)
-            .filter(|l| l.state == LinkState::Active && !l.close_received)
-        {
+        let active = || {
+            self.path_links(path)
+                .filter(|l| l.state == LinkState::Active && !l.close_received)
+        };
+        let shortest = (active().filter(|l| l.has_rate_sample()))
+            .map(Link::min_rtt)
+            .min()?;
+        let near = path::near_rtt(shortest);
+        let (mut n, mut first, mut chunk) = (0, None, 0);
+        for l in active().filter(|l| l.min_rtt() <= near) {
             n += 1;
             first.get_or_insert(l.id);
-            if l.has_rate_sample() {
-                rtt = Some(rtt.map_or(l.min_rtt(), |r| r.min(l.min_rtt())));
-            }
             chunk = chunk.max(l.chunk_size(&self.config) as u64);
         }
         if n < 2 {
             return None;
         }
-        let rtt = rtt?.max(self.config.window_rtt_floor);
+        let rtt = shortest.max(self.config.window_rtt_floor);
         Some(SharedPath {
             rate,
             rtt,
             window: path::shared_window(rate, rtt, chunk, n),
             first: first?,
+            near,
         })
     }
 
@@ -620,7 +634,7 @@ impl Connection {
         let init = self.config.initial_link_window;
         let (mut rate, mut rtt) = (0.0f64, Duration::ZERO);
         for l in self.links.values().filter(|l| l.state == LinkState::Active) {
-            if let Some(shared) = l.path.and_then(|p| self.shared_path(p)) {
+            if let Some(shared) = (l.path.and_then(|p| self.shared_path(p))).filter(|s| s.has(l)) {
                 if shared.first == l.id {
                     rate += shared.rate;
                     rtt = rtt.max(shared.rtt);
@@ -729,8 +743,11 @@ impl Connection {
             let (w, used) = shared
                 .get_or_insert_with(|| {
                     let p = path?;
-                    let w = self.shared_path(p)?.window;
-                    Some((w, self.path_links(p).map(|l| l.in_flight_bytes).sum()))
+                    let shared = self.shared_path(p).filter(|s| s.has(l))?;
+                    let used = (self.path_links(p).filter(|l| shared.has(l)))
+                        .map(|l| l.in_flight_bytes)
+                        .sum();
+                    Some((shared.window, used))
                 })
                 .unwrap_or((u64::MAX, 0));
             // What this call added counts with its frame headers: a little early, never late.

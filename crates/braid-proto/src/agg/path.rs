@@ -115,6 +115,18 @@ impl PathRate {
     }
 }
 
+/// The longest minimum round trip of a link that shares the window of a path whose shortest
+/// one is `shortest`: twice that, and a millisecond.
+///
+/// Links through one bottleneck see about the same round trip. Links to the same address that
+/// see very different ones take different routes: local forwarders (`ssh -L`) each over its own
+/// uplink, or links that reach a server through one proxy or NAT. Their windows stay their own:
+/// a window sized by the shortest round trip would starve the farther links. (Loopback links'
+/// minimum round trips, 50-600 µs, all stay within it.)
+pub(crate) fn near_rtt(shortest: Duration) -> Duration {
+    2 * shortest + Duration::from_millis(1)
+}
+
 /// The window shared by a path's `links` active links: `2 × rate × rtt + 2 × chunk × links`,
 /// from the path's delivery rate, its round trip and its links' largest chunk.
 ///
