@@ -735,8 +735,15 @@ impl Connection {
             if l.state != LinkState::Active
                 || l.close_received
                 || l.in_flight_bytes >= l.window(now, &self.config)
-                || !(self.send.has_new() || self.send.has_resend())
             {
+                return;
+            }
+            if !(self.send.has_new() || self.send.has_resend()) {
+                // Room and nothing to send: what the path delivers now is the application's
+                // pace, not the path's.
+                if let Some(state) = l.path.and_then(|p| self.paths.get_mut(&p)) {
+                    state.rate.app_limited();
+                }
                 return;
             }
             let path = l.path;
