@@ -120,25 +120,7 @@ async fn links_that_die_right_after_joining_are_redialled_with_backoff() {
     init_logs();
     let key = Key::generate();
     let (addr, _server) = echo_server(server_config(&key)).await;
-    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = relay.local_addr().unwrap();
-    let dials = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = dials.clone();
-    tokio::spawn(async move {
-        while let Ok((mut a, _)) = relay.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::spawn(async move {
-                let Ok(mut b) = tokio::net::TcpStream::connect(addr).await else {
-                    return;
-                };
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(50),
-                    tokio::io::copy_bidirectional(&mut a, &mut b),
-                )
-                .await;
-            });
-        }
-    });
+    let (relay_addr, dials) = counting_relay(addr, Some(Duration::from_millis(50))).await;
     let conn = connect(
         &[format!("tcp://{addr}").parse().unwrap()],
         ClientConfig::new(key),
@@ -191,9 +173,11 @@ async fn a_link_the_peer_removed_is_redialled() {
     drop((client, server));
 }
 
-/// A loopback relay to `target` that counts the links dialled through it.
+/// A loopback relay to `target` that counts the links dialled through it, and cuts each one
+/// `cut_after` it was made, if set.
 async fn counting_relay(
     target: std::net::SocketAddr,
+    cut_after: Option<Duration>,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -207,7 +191,11 @@ async fn counting_relay(
             counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 if let Ok(mut b) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    let relay = tokio::io::copy_bidirectional(&mut a, &mut b);
+                    match cut_after {
+                        Some(after) => drop(tokio::time::timeout(after, relay).await),
+                        None => drop(relay.await),
+                    }
                 }
             });
         }
@@ -226,7 +214,7 @@ async fn slots_refused_for_the_link_limit_wait_for_room() {
     let mut config = server_config(&key);
     config.max_links_per_connection = 2;
     let (server, _task) = echo_server(config).await;
-    let (relay, dials) = counting_relay(server).await;
+    let (relay, dials) = counting_relay(server, None).await;
     let spec: LinkSpec = format!("tcp://{relay}?count=4").parse().unwrap();
     let conn = connect(&[spec], ClientConfig::new(key)).await.unwrap();
     let h = conn.handle();

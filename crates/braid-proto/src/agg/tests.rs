@@ -824,18 +824,24 @@ fn a_pong_on_a_path_link_refreshes_its_shared_window() {
 /// by it from its first sample, the 20 MB took 17% longer (192 Mbit/s against 231).
 #[test]
 fn links_on_one_path_ramp_up_as_fast_as_alone() {
+    let (alone, shared) = goodput_alone_and_on_one_path(&[(100.0, 50); 4], 20_000_000);
+    assert!(shared > 0.97 * alone, "{shared:.1} against {alone:.1}");
+}
+
+/// Goodput (Mbit/s) of a transfer of `size` bytes over `links` (rate in Mbit/s, delay in ms),
+/// each on its own path and then all on one.
+fn goodput_alone_and_on_one_path(links: &[(f64, u64)], size: u64) -> (f64, f64) {
     let run = |path: Option<PathId>| {
         let mut p = Pair::new(Config::default());
-        for _ in 0..4 {
-            p.add_path_link(100.0, 50, path, None);
+        for &(mbit, delay) in links {
+            p.add_path_link(mbit, delay, path, None);
         }
-        let size = 20_000_000u64;
         let t = transfer(&mut p, size, Duration::from_secs(60), |_| {});
         size as f64 * 8.0 / t.as_secs_f64() / 1e6
     };
     let (alone, shared) = (run(None), run(Some(PathId(1))));
     eprintln!("own paths: {alone:.1} Mbit/s; one path: {shared:.1} Mbit/s");
-    assert!(shared > 0.97 * alone, "{shared:.1} against {alone:.1}");
+    (alone, shared)
 }
 
 /// Regression: two links to the same address that take different routes (local `ssh -L`
@@ -844,17 +850,7 @@ fn links_on_one_path_ramp_up_as_fast_as_alone() {
 /// (66 Mbit/s against 95). Links whose round trips differ that much keep their own windows.
 #[test]
 fn links_to_one_address_over_different_routes_keep_their_own_windows() {
-    let run = |path: Option<PathId>| {
-        let mut p = Pair::new(Config::default());
-        for delay in [2, 50] {
-            p.add_path_link(50.0, delay, path, None);
-        }
-        let size = 30_000_000u64;
-        let t = transfer(&mut p, size, Duration::from_secs(60), |_| {});
-        size as f64 * 8.0 / t.as_secs_f64() / 1e6
-    };
-    let (alone, shared) = (run(None), run(Some(PathId(1))));
-    eprintln!("own paths: {alone:.1} Mbit/s; one path: {shared:.1} Mbit/s");
+    let (alone, shared) = goodput_alone_and_on_one_path(&[(50.0, 2), (50.0, 50)], 30_000_000);
     assert!(shared > 0.97 * alone, "{shared:.1} against {alone:.1}");
 }
 
