@@ -53,9 +53,6 @@ struct SharedPath {
     rtt: Duration,
     /// The most its links may have in flight together.
     window: u64,
-    /// Its sharing active link with the lowest id (so that a walk over all links counts it
-    /// once).
-    first: LinkId,
     /// The longest minimum round trip of a link that shares the window (see
     /// [`path::near_rtt`]): links farther away take another route to the same address.
     near: Duration,
@@ -340,16 +337,16 @@ impl Connection {
                 if l.state == LinkState::Active {
                     l.state = LinkState::Draining;
                 }
-                let (path, close_sent) = (l.path, l.close_sent);
-                self.path_changed(path);
-                if close_sent {
-                    if let Some(l) = self.links.get_mut(&id) {
-                        l.state = LinkState::Closed;
-                    }
+                if l.close_sent {
+                    l.state = LinkState::Closed;
                     self.events.push_back(Event::LinkClosed(id));
                     // Nothing more goes either way on it: keep only its statistics, so a
                     // connection whose links come and go stays bounded.
                     self.forget(id);
+                } else {
+                    // It no longer shares its path's window (`forget` also tells the path).
+                    let path = l.path;
+                    self.path_changed(path);
                 }
             }
             Frame::Hello { .. } | Frame::Welcome { .. } | Frame::Refuse { .. } => {
@@ -533,10 +530,9 @@ impl Connection {
             .map(Link::min_rtt)
             .min()?;
         let near = path::near_rtt(shortest);
-        let (mut n, mut first, mut chunk) = (0, None, 0);
+        let (mut n, mut chunk) = (0, 0);
         for l in active().filter(|l| l.min_rtt() <= near) {
             n += 1;
-            first.get_or_insert(l.id);
             chunk = chunk.max(l.chunk_size(&self.config) as u64);
         }
         if n < 2 {
@@ -547,7 +543,6 @@ impl Connection {
             rate,
             rtt,
             window: path::shared_window(rate, rtt, chunk, n),
-            first: first?,
             near,
         })
     }
@@ -633,12 +628,12 @@ impl Connection {
     fn unsent_limit(&self) -> u64 {
         let init = self.config.initial_link_window;
         let (mut rate, mut rtt) = (0.0f64, Duration::ZERO);
+        for shared in self.paths.keys().filter_map(|p| self.shared_path(*p)) {
+            rate += shared.rate;
+            rtt = rtt.max(shared.rtt);
+        }
         for l in self.links.values().filter(|l| l.state == LinkState::Active) {
-            if let Some(shared) = (l.path.and_then(|p| self.shared_path(p))).filter(|s| s.has(l)) {
-                if shared.first == l.id {
-                    rate += shared.rate;
-                    rtt = rtt.max(shared.rtt);
-                }
+            if (l.path.and_then(|p| self.shared_path(p))).is_some_and(|s| s.has(l)) {
                 continue;
             }
             rate += l.rate(init);
