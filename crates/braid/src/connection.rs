@@ -263,17 +263,50 @@ fn poll_write_inner(inner: &Inner, cx: &mut Context<'_>, data: &[u8]) -> Poll<io
         s.conn.write(data)
     } else {
         // A large write: copy it outside the lock (the driver keeps running meanwhile), then
-        // hand the copy over. Only this half writes, so the room cannot shrink meanwhile.
+        // hand the copy over. Only this half writes, so the room can only have grown unless
+        // the engine lowered its unsent limit; whatever it does not take is not reported
+        // written.
         drop(s);
-        let piece = inner
-            .stage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .copy(&data[..room.min(data.len())]);
+        let pieces = stage_copy(inner, &data[..room.min(data.len())]);
         s = inner.lock();
-        s.conn.write_bytes(piece)
+        let mut r = Ok(0);
+        for piece in pieces {
+            let len = piece.len();
+            match s.conn.write_bytes(piece) {
+                Ok(n) => {
+                    r = Ok(r.unwrap_or(0) + n);
+                    if n < len {
+                        break;
+                    }
+                }
+                Err(e) if r == Ok(0) => {
+                    r = Err(e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        r
     };
     wrote(inner, s, cx, r)
+}
+
+/// Copies all of `data` into staging blocks: one piece, or two where it straddles the end
+/// of a block (more only if it is larger than a block).
+///
+/// Copying only what the current block has room for would make the application's next
+/// write start mid-block too: after one write cut short by the room left, every later
+/// write of a block's size would be split in two (twice the writes, locks and polls; half
+/// of a bulk transfer's writes were such halves in `benches/runtime.rs`).
+fn stage_copy(inner: &Inner, mut data: &[u8]) -> Vec<bytes::Bytes> {
+    let mut stage = inner.stage.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pieces = Vec::with_capacity(2);
+    while !data.is_empty() {
+        let piece = stage.copy(data);
+        data = &data[piece.len()..];
+        pieces.push(piece);
+    }
+    pieces
 }
 
 /// What the engine's `write`/`write_bytes` returned, for `poll_write`: after data was taken,

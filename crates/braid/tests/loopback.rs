@@ -353,3 +353,30 @@ async fn chunk_api_round_trips_buffers_larger_than_the_send_buffer() {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "echoed bytes differ");
 }
+
+/// A write that fits in the send buffer is taken whole, also when the one before it ended in
+/// the middle of a staging block (it used to be cut at the block's end, and so was every
+/// later write of a block's size: twice the writes for the same bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_write_is_taken_whole_after_an_odd_sized_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    init_logs();
+    let (mut client, mut server) = connection_pair(1).await;
+    let mut sent = Vec::new();
+    for (i, len) in [100_000usize, 256 * 1024, 256 * 1024, 300_000]
+        .into_iter()
+        .enumerate()
+    {
+        let buf = vec![i as u8 + 1; len];
+        let n = client.write(&buf).await.unwrap();
+        assert_eq!(n, len, "write {i} of {len} bytes was cut to {n}");
+        sent.extend_from_slice(&buf);
+    }
+    client.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), server.read_to_end(&mut got))
+        .await
+        .expect("read took over 30 s")
+        .unwrap();
+    assert!(got == sent, "received bytes differ");
+}
