@@ -148,7 +148,12 @@ impl WriterSlot {
 pub(crate) fn direct_transmit(s: &mut crate::connection::Shared, now: Time) -> Vec<DirectJob> {
     let mut jobs = Vec::new();
     for (&id, slot) in &s.direct {
-        if !slot.direct || slot.queued.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        // In a bulk transfer the windows are usually full when the application writes: the
+        // check spares polling every link at every write for nothing.
+        if !slot.direct
+            || slot.queued.load(std::sync::atomic::Ordering::Acquire) > 0
+            || !s.conn.can_send_data(id, now)
+        {
             continue;
         }
         let Some(w) = slot.try_take() else {

@@ -595,6 +595,45 @@ impl Connection {
         n
     }
 
+    /// Whether [`Connection::poll_transmit`] could put data (new or resent chunks) on `link`
+    /// now: the connection is open, there is data to send, and the link is active with room
+    /// in its window and in its path's. A cheap check for a caller that polls a link only to
+    /// move data, e.g. right after the application wrote: `false` means polling it would add
+    /// no data (it may still owe control frames, which the regular polling sends).
+    ///
+    /// ```
+    /// use braid_proto::agg::{Config, Connection};
+    /// use braid_proto::Time;
+    ///
+    /// let mut c = Connection::new(Config::default(), Time::ZERO);
+    /// let l = c.add_link(Time::ZERO);
+    /// assert!(!c.can_send_data(l, Time::ZERO), "nothing written yet");
+    /// c.write(b"hello").unwrap();
+    /// assert!(c.can_send_data(l, Time::ZERO));
+    /// ```
+    pub fn can_send_data(&self, link: LinkId, now: Time) -> bool {
+        self.state == State::Open
+            && (self.send.has_new() || self.send.has_resend())
+            && self.links.get(&link).is_some_and(|l| {
+                l.state == LinkState::Active
+                    && !l.close_received
+                    && l.in_flight_bytes < l.window(now, &self.config)
+            })
+            && self.shared_room(link).is_none_or(|(w, used)| used < w)
+    }
+
+    /// The window `link` shares with the other links of its path and what they (`link`
+    /// included) have in flight, if it shares one.
+    fn shared_room(&self, link: LinkId) -> Option<(u64, u64)> {
+        let l = self.links.get(&link)?;
+        let p = l.path?;
+        let shared = self.shared_path(p).filter(|s| s.has(l))?;
+        let used = (self.path_links(p).filter(|l| shared.has(l)))
+            .map(|l| l.in_flight_bytes)
+            .sum();
+        Some((shared.window, used))
+    }
+
     /// Data handed to links makes room under the unsent limit, as acknowledgements make
     /// room under `send_buffer`: a writer waiting for either is told (once a quarter of the
     /// room is back, see `SendBuffer::writable`).
@@ -741,16 +780,8 @@ impl Connection {
                 }
                 return;
             }
-            let path = l.path;
             let (w, used) = shared
-                .get_or_insert_with(|| {
-                    let p = path?;
-                    let shared = self.shared_path(p).filter(|s| s.has(l))?;
-                    let used = (self.path_links(p).filter(|l| shared.has(l)))
-                        .map(|l| l.in_flight_bytes)
-                        .sum();
-                    Some((shared.window, used))
-                })
+                .get_or_insert_with(|| self.shared_room(id))
                 .unwrap_or((u64::MAX, 0));
             // What this call added counts with its frame headers: a little early, never late.
             if used.saturating_add((out.written() - start) as u64) >= w {

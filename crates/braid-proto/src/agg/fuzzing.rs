@@ -130,7 +130,12 @@ pub fn run_ops(input: &[u8]) {
         for l in &mut links {
             for (i, end) in ends.iter_mut().enumerate() {
                 let mut out = Vec::new();
+                let can_send_data = end.can_send_data(l.ids[i], now);
                 while end.poll_transmit(l.ids[i], now, 4096, &mut out) > 0 && out.len() < 1 << 16 {}
+                assert!(
+                    can_send_data || !carries_data(&out),
+                    "can_send_data said no, poll_transmit sent data"
+                );
                 l.wires[i].extend(out);
             }
         }
@@ -149,6 +154,20 @@ pub fn run_ops(input: &[u8]) {
         }
     }
     let _ = finished_reading;
+}
+
+/// Whether `wire` (whole frames) holds a `Data` frame.
+pub(crate) fn carries_data(wire: &[u8]) -> bool {
+    let mut buf = bytes::BytesMut::from(wire);
+    while let Ok(Some(f)) = super::frame::Frame::decode(&mut buf) {
+        if matches!(
+            f,
+            super::frame::DecodeOutcome::Frame(super::frame::Frame::Data { .. })
+        ) {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -120,9 +120,14 @@ impl Pair {
                         break;
                     }
                     let mut out = Vec::new();
+                    let can_send_data = self.ends[end].can_send_data(id, now);
                     if self.ends[end].poll_transmit(id, now, room, &mut out) == 0 {
                         break;
                     }
+                    assert!(
+                        can_send_data || !super::fuzzing::carries_data(&out),
+                        "can_send_data said no, poll_transmit sent data"
+                    );
                     if pipe.alive {
                         pipe.push(now, out);
                     }
