@@ -623,7 +623,8 @@ impl Driver {
     ) {
         let inner = &self.inner;
         for (&id, l) in self.links.iter_mut() {
-            while l.queued < limit {
+            // Most links of a path are idle while one carries the data: not polled at all.
+            while l.queued < limit && s.conn.may_transmit(id, now) {
                 let mut buf = l.spare.pop().unwrap_or_default();
                 let n = s.conn.poll_transmit_vectored(id, now, BATCH, &mut buf);
                 if n == 0 {

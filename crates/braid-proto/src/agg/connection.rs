@@ -595,6 +595,49 @@ impl Connection {
         n
     }
 
+    /// Whether [`Connection::poll_transmit`] could return anything for `link` now (frames it
+    /// owes or data it could send). `false` means the poll would return 0: a driver with many
+    /// links idle (most of a path's links, while one of them carries the data) can skip
+    /// polling them.
+    ///
+    /// ```
+    /// use braid_proto::agg::{Config, Connection};
+    /// use braid_proto::Time;
+    ///
+    /// let mut c = Connection::new(Config::default(), Time::ZERO);
+    /// let l = c.add_link(Time::ZERO);
+    /// while c.poll_transmit(l, Time::ZERO, 1 << 20, &mut Vec::new()) > 0 {}
+    /// assert!(!c.may_transmit(l, Time::ZERO), "nothing to say");
+    /// c.write(b"hello").unwrap();
+    /// assert!(c.may_transmit(l, Time::ZERO));
+    /// ```
+    pub fn may_transmit(&self, link: LinkId, now: Time) -> bool {
+        // Mirrors `transmit_into`: keep the two in step (the simulation and the fuzzer check
+        // that nothing goes out where this says no).
+        if self.reset_pending.contains(&link) {
+            return true;
+        }
+        if self.state != State::Open && self.state != State::Closed {
+            return false;
+        }
+        let Some(l) = self.links.get(&link) else {
+            return false;
+        };
+        if !l.is_live() {
+            return false;
+        }
+        let ping_due = !l.close_sent
+            && (l.ping_requested
+                || (l.ping_outstanding.is_none()
+                    && now >= l.last_ping_sent + self.config.keepalive));
+        !l.pongs_pending.is_empty()
+            || l.ack_pending
+            || ping_due
+            || self.window_update_pending
+            || (l.state == LinkState::Draining && l.in_flight.is_empty() && !l.close_sent)
+            || self.can_send_data(link, now)
+    }
+
     /// Whether [`Connection::poll_transmit`] could put data (new or resent chunks) on `link`
     /// now: the connection is open, there is data to send, and the link is active with room
     /// in its window and in its path's. A cheap check for a caller that polls a link only to

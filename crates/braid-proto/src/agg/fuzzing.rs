@@ -131,7 +131,12 @@ pub fn run_ops(input: &[u8]) {
             for (i, end) in ends.iter_mut().enumerate() {
                 let mut out = Vec::new();
                 let can_send_data = end.can_send_data(l.ids[i], now);
+                let may_transmit = end.may_transmit(l.ids[i], now);
                 while end.poll_transmit(l.ids[i], now, 4096, &mut out) > 0 && out.len() < 1 << 16 {}
+                assert!(
+                    may_transmit || out.is_empty(),
+                    "may_transmit said no, poll_transmit sent frames"
+                );
                 assert!(
                     can_send_data || !carries_data(&out),
                     "can_send_data said no, poll_transmit sent data"

@@ -121,9 +121,14 @@ impl Pair {
                     }
                     let mut out = Vec::new();
                     let can_send_data = self.ends[end].can_send_data(id, now);
+                    let may_transmit = self.ends[end].may_transmit(id, now);
                     if self.ends[end].poll_transmit(id, now, room, &mut out) == 0 {
                         break;
                     }
+                    assert!(
+                        may_transmit,
+                        "may_transmit said no, poll_transmit sent frames"
+                    );
                     assert!(
                         can_send_data || !super::fuzzing::carries_data(&out),
                         "can_send_data said no, poll_transmit sent data"
