@@ -327,13 +327,15 @@ fn wrote(
             Poll::Pending
         }
         Ok(n) => {
-            let jobs = crate::driver::direct_transmit(&mut s, inner.now());
+            let (jobs, wake_driver) = crate::driver::direct_transmit(&mut s, inner.now());
             drop(s);
             for job in jobs {
                 job.run();
             }
-            // Timers, acknowledgements and links whose writer was busy are the driver's.
-            inner.wake.notify_one();
+            // Timers and links whose writer was busy are the driver's.
+            if wake_driver {
+                inner.wake.notify_one();
+            }
             Poll::Ready(Ok(n))
         }
         Err(WriteError::Finished) => Poll::Ready(Err(io::Error::new(

@@ -145,15 +145,24 @@ impl WriterSlot {
 /// frames. The caller releases the lock, then runs the jobs ([`DirectJob::run`]): the data
 /// is sealed and written by the task that just copied it, while it is in this CPU's cache,
 /// with no hop through the driver and the link's writer task.
-pub(crate) fn direct_transmit(s: &mut crate::connection::Shared, now: Time) -> Vec<DirectJob> {
+///
+/// Also says whether the driver must run: only if some link could take data (its writer was
+/// busy, so the driver hands it over, or it was written here, and the driver re-arms its
+/// timers). In a bulk transfer the windows are usually full when the application writes: the
+/// data waits for acknowledgements, which wake the driver anyway, and waking it at every
+/// write as well cost a driver step (a poll of every link) per write for nothing.
+pub(crate) fn direct_transmit(
+    s: &mut crate::connection::Shared,
+    now: Time,
+) -> (Vec<DirectJob>, bool) {
     let mut jobs = Vec::new();
+    let mut wake_driver = false;
     for (&id, slot) in &s.direct {
-        // In a bulk transfer the windows are usually full when the application writes: the
-        // check spares polling every link at every write for nothing.
-        if !slot.direct
-            || slot.queued.load(std::sync::atomic::Ordering::Acquire) > 0
-            || !s.conn.can_send_data(id, now)
-        {
+        if !s.conn.can_send_data(id, now) {
+            continue;
+        }
+        wake_driver = true;
+        if !slot.direct || slot.queued.load(std::sync::atomic::Ordering::Acquire) > 0 {
             continue;
         }
         let Some(w) = slot.try_take() else {
@@ -173,7 +182,7 @@ pub(crate) fn direct_transmit(s: &mut crate::connection::Shared, now: Time) -> V
             segments,
         });
     }
-    jobs
+    (jobs, wake_driver)
 }
 
 /// Frames polled for one link by [`direct_transmit`], with its writer.
