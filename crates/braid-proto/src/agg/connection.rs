@@ -665,6 +665,21 @@ impl Connection {
             && self.shared_room(link).is_none_or(|(w, used)| used < w)
     }
 
+    /// When the chunk at the head of the line counts as stuck: when the last of the links it
+    /// is on stalls (see `Link::stalled_at`), unless it was resent or flagged already.
+    fn head_stalls_at(&self) -> Option<(u64, Time)> {
+        let (seq, c) = self.send.head_of_line()?;
+        if c.stalled || c.opportunistic || c.links.is_empty() {
+            return None;
+        }
+        let floor = self.config.stall_floor();
+        let mut at = Time::ZERO;
+        for id in &c.links {
+            at = at.max(self.links.get(id)?.stalled_at(c.expected_arrival, floor)?);
+        }
+        Some((seq, at))
+    }
+
     /// The window `link` shares with the other links of its path and what they (`link`
     /// included) have in flight, if it shares one.
     fn shared_room(&self, link: LinkId) -> Option<(u64, u64)> {
@@ -830,10 +845,13 @@ impl Connection {
             if used.saturating_add((out.written() - start) as u64) >= w {
                 return;
             }
-            // 1. Chunks whose link died, on the best link that has room.
+            // 1. Chunks whose link died or stalled, on the best other link that has room.
             if let Some(seq) = self.send.next_resend(id) {
-                let len = self.send.chunk(seq).map_or(0, |c| c.data.len() as u64);
-                if scheduler::best_with_room(&self.links, now, len, &self.config) == Some(id) {
+                let (len, on) = self
+                    .send
+                    .chunk(seq)
+                    .map_or((0, Vec::new()), |c| (c.data.len() as u64, c.links.clone()));
+                if scheduler::best_with_room(&self.links, &on, now, len, &self.config) == Some(id) {
                     self.retransmit(id, seq, now, out);
                     continue;
                 }
@@ -859,26 +877,30 @@ impl Connection {
                     && let Some(seq) =
                         scheduler::opportunistic(&self.send, &self.links, id, now, &self.config)
                 {
-                    let penalty = now + self.links[&id].srtt();
-                    for other in self
-                        .send
-                        .chunk(seq)
-                        .map(|c| c.links.clone())
-                        .unwrap_or_default()
-                    {
-                        if let Some(o) = self.links.get_mut(&other) {
-                            o.penalized_until = penalty;
-                        }
-                    }
-                    if let Some(c) = self.send.chunk_mut(seq) {
-                        c.opportunistic = true;
-                    }
-                    self.retransmit(id, seq, now, out);
+                    self.resend_opportunistically(id, seq, now, out);
                     continue;
                 }
             }
             return;
         }
+    }
+
+    /// Resends `seq` on `id` once, while its other copies are still in flight, and penalises
+    /// the links those copies are on (their windows halve for a round trip of `id`).
+    fn resend_opportunistically(&mut self, id: LinkId, seq: u64, now: Time, out: &mut impl Sink) {
+        let penalty = now + self.links[&id].srtt();
+        for other in (self.send.chunk(seq))
+            .map(|c| c.links.clone())
+            .unwrap_or_default()
+        {
+            if let Some(o) = self.links.get_mut(&other) {
+                o.penalized_until = penalty;
+            }
+        }
+        if let Some(c) = self.send.chunk_mut(seq) {
+            c.opportunistic = true;
+        }
+        self.retransmit(id, seq, now, out);
     }
 
     fn retransmit(&mut self, id: LinkId, seq: u64, now: Time, out: &mut impl Sink) {
@@ -941,6 +963,22 @@ impl Connection {
         for id in expired {
             self.kill(id, LinkDeath::Timeout, now);
         }
+        // The chunk the peer waits for is stuck on links that stalled (a TCP connection
+        // waiting out a retransmission timeout): what those links hold is resent on others,
+        // as MPTCP reinjects a subflow's data at its retransmission timeout.
+        if let Some((seq, at)) = self.head_stalls_at()
+            && now >= at
+            && let Some(c) = self.send.chunk_mut(seq)
+        {
+            c.stalled = true;
+            let stuck: Vec<u64> = (c.links.clone().iter())
+                .filter_map(|id| self.links.get(id))
+                .flat_map(|l| l.in_flight.iter().map(|t| t.seq))
+                .collect();
+            for seq in stuck {
+                self.send.stuck(seq);
+            }
+        }
         let keepalive = self.config.keepalive;
         for l in self
             .links
@@ -979,7 +1017,8 @@ impl Connection {
             [dead, ping].into_iter().flatten()
         });
         let grace = self.no_links_since.map(|s| s + self.config.grace);
-        links.chain(grace).min()
+        let stall = self.head_stalls_at().map(|(_, at)| at);
+        links.chain(grace).chain(stall).min()
     }
 
     /// The next event, if any.

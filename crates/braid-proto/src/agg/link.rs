@@ -272,6 +272,26 @@ impl Link {
         (self.srtt() * rtts + self.rttvar).max(floor)
     }
 
+    /// When this link counts as stalled on a chunk it was expected to deliver at `expected`,
+    /// if it stays silent: it owes an answer (see [`Link::awaiting_since`]), heard nothing
+    /// for about a retransmission timeout (`srtt + 4 × rttvar`, at least `1.25 × srtt` and
+    /// `floor`), and the chunk's acknowledgement is overdue by `4 × rttvar` (at least
+    /// `floor`). The second condition keeps a link whose queue just grew (its smoothed round
+    /// trip lagging behind) from counting as stalled: the scheduler's expectation includes
+    /// the queue the chunk was sent behind.
+    ///
+    /// A TCP connection that lost a segment and waits out its retransmission timeout (which
+    /// doubles at each try) holds everything behind that segment, and the link is silent
+    /// meanwhile. The link is not dead, and its timeout (`Link::timeout`, several round trips
+    /// that a slow path's queues make long) is still far: what the peer waits for is resent on
+    /// other links once the link stalls.
+    pub fn stalled_at(&self, expected: Time, floor: Duration) -> Option<Time> {
+        let srtt = self.srtt();
+        let rto = (srtt + 4 * self.rttvar).max(srtt * 5 / 4).max(floor);
+        let overdue = expected + self.owd() + (4 * self.rttvar).max(floor);
+        Some((self.awaiting_since()? + rto).max(overdue))
+    }
+
     /// Since when this link owes us an answer (oldest unanswered data or ping, but not
     /// before the last thing we heard), if it owes one.
     pub fn awaiting_since(&self) -> Option<Time> {

@@ -97,6 +97,12 @@ impl Config {
     pub(crate) fn largest_chunk(&self) -> usize {
         self.chunk_size.max(self.max_chunk_size)
     }
+
+    /// The shortest silence after which a link owing an answer counts as stalled (a third of
+    /// `link_timeout_floor`): see `Link::stalled_at`.
+    pub(crate) fn stall_floor(&self) -> Duration {
+        self.link_timeout_floor / 3
+    }
 }
 
 impl Default for Config {

@@ -28,16 +28,18 @@ fn has_room(l: &Link, now: Time, c: &Config) -> bool {
     l.in_flight_bytes < l.window(now, c)
 }
 
-/// The usable link with room whose delivery of `len` bytes is expected first.
+/// The usable link with room, other than those in `on` (where a chunk already is), whose
+/// delivery of `len` bytes is expected first.
 pub(crate) fn best_with_room(
     links: &BTreeMap<LinkId, Link>,
+    on: &[LinkId],
     now: Time,
     len: u64,
     c: &Config,
 ) -> Option<LinkId> {
     links
         .values()
-        .filter(|l| usable(l) && has_room(l, now, c))
+        .filter(|l| usable(l) && has_room(l, now, c) && !on.contains(&l.id))
         .min_by_key(|l| l.expected_delivery(now, len, c.initial_link_window))
         .map(|l| l.id)
 }

@@ -19,6 +19,10 @@ pub(crate) struct SentChunk {
     pub expected_arrival: Time,
     /// Already resent opportunistically once (never twice).
     pub opportunistic: bool,
+    /// Was at the head of the line while every link it is on stalled (see
+    /// [`Link::stalled_at`](super::link::Link::stalled_at)); those links' chunks were queued
+    /// to be resent on others then.
+    pub stalled: bool,
 }
 
 /// Size of the blocks application bytes are copied into. Chunks are cut from these blocks
@@ -230,6 +234,7 @@ impl SendBuffer {
                 links: vec![link],
                 expected_arrival: arrival,
                 opportunistic: false,
+                stalled: false,
             },
         );
     }
@@ -298,6 +303,14 @@ impl SendBuffer {
             if c.links.is_empty() {
                 self.resend.insert(seq);
             }
+        }
+    }
+
+    /// `seq`, still in flight on a link that stalled, is resent on another link (once: not if
+    /// it was resent already).
+    pub fn stuck(&mut self, seq: u64) {
+        if self.chunks.get(&seq).is_some_and(|c| c.links.len() == 1) {
+            self.resend.insert(seq);
         }
     }
 
