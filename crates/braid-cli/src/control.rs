@@ -112,13 +112,15 @@ fn list_links(h: &ConnectionHandle, prefix: &str, out: &mut String) {
     for l in h.links() {
         let s = &l.stats;
         out.push_str(&format!(
-            "{prefix}{:<4} {:<32} sent {:>12} recv {:>12} rate {:>8.2} MB/s rtt {:>7.2} ms {}\n",
+            "{prefix}{:<4} {:<32} sent {:>12} recv {:>12} rate {:>8.2} MB/s rtt {:>7.2} ms (min {:.2}) in flight {:>9} {}\n",
             l.id.0,
             l.peer,
             s.bytes_sent,
             s.bytes_received,
             s.rate / 1e6,
             s.srtt.as_secs_f64() * 1e3,
+            s.min_rtt.as_secs_f64() * 1e3,
+            s.in_flight,
             l.spec.map(|s| s.to_string()).unwrap_or_default()
         ));
     }
