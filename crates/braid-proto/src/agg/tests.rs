@@ -182,6 +182,12 @@ impl Pair {
         for e in &mut self.ends {
             if e.poll_timeout().is_some_and(|t| t <= now) {
                 e.handle_timeout(now);
+                // A deadline still due after handling it would make a real driver spin (the
+                // retry a millisecond later below hides that here).
+                assert!(
+                    e.poll_timeout().is_none_or(|t| t > now),
+                    "poll_timeout still due after handle_timeout at {now:?}"
+                );
             }
             e.check_invariants();
         }
