@@ -963,3 +963,35 @@ fn what_a_stalled_link_holds_is_resent_before_the_link_times_out() {
     // What the stalled link held (its window), not a stream of duplicates.
     assert!(resent < 600_000, "{resent} bytes resent");
 }
+
+/// The same stall while the peer sends back over every link (traffic both ways). The peer's
+/// data on the stalled link keeps it from being silent only until the peer's window on it
+/// fills: our acknowledgements of that data wait behind our stalled direction too.
+#[test]
+fn a_link_stalled_one_way_is_rerouted_while_the_peer_still_sends_on_it() {
+    let mut p = Pair::new(Config::default());
+    for _ in 0..3 {
+        p.add_link(5.0, 40);
+    }
+    for (_, _, fwd, _) in &mut p.links {
+        fwd.buffer = 256 * 1024;
+    }
+    let mut timeout = None;
+    let chunk = vec![9u8; 4096];
+    let (_, gap) = transfer_gaps(&mut p, 6_000_000, Duration::from_secs(60), |p| {
+        // The peer keeps a trickle going back over all links.
+        if p.ends[1].stats().send_buffered < 64 * 1024 {
+            let _ = p.ends[1].write(&chunk);
+        }
+        while let Ok(Read::Data(_)) = p.ends[0].read(usize::MAX) {}
+        if timeout.is_none() && p.now >= Time::from_micros(3_000_000) {
+            timeout = p.ends[0].link_timeout(p.links[0].0);
+            p.links[0].2.stalled_until = p.now + Duration::from_secs(3);
+        }
+    });
+    let timeout = timeout.expect("stalled");
+    assert!(
+        gap < timeout,
+        "longest delivery gap {gap:?}, not under the stalled link's timeout {timeout:?}"
+    );
+}
