@@ -15,7 +15,10 @@
 //! per-round ratios), `BENCH_ONLY=text` runs only matching lines (`BENCH_ONLY==name` exactly
 //! that one), `BENCH_NO_RAW=1` skips the baseline (to profile braid alone),
 //! `BENCH_NO_BRAID=1` skips braid (to profile the baseline), `BENCH_VERBOSE=1` prints every
-//! round. A round during which other processes used a fifth of a CPU or more, or whose two
+//! round (and, for braid, each end's thread CPU time and the links' shares of the bytes).
+//! `BENCH_COUNT=N` runs the "4 links" lines over N links instead; `BENCH_WARM_MB=N` has each
+//! braid run first send N MB and wait for them to be acknowledged, so that the measured
+//! transfer starts on a warm connection (a fresh one is the default). A round during which other processes used a fifth of a CPU or more, or whose two
 //! raw TCP runs differ by more than 15% (this shared machine switches between a fast and a
 //! slow mode), is repeated, and so is one in the slow mode (raw TCP under 60% of the fastest
 //! clean raw TCP run so far), at most `2 * BENCH_ROUNDS` extra times; a line with no clean
@@ -39,6 +42,19 @@ fn cubic(s: &TcpStream) {
 }
 
 /// CPU seconds (user + system) this process used so far.
+/// CPU time of the calling thread, from `/proc/thread-self/schedstat` (nanoseconds on CPU).
+fn thread_cpu() -> Duration {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat
@@ -316,11 +332,19 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
             let (a, mut l) = braid_server(security, &server_key).await;
             addr.send(a).unwrap();
             let conn = l.accept().await.unwrap();
-            match api {
+            let cpu = thread_cpu();
+            let n = match api {
                 Api::Io => sink(conn).await,
                 Api::Chunks => chunk_sink(conn).await,
                 Api::RawTcp => unreachable!("not a braid line"),
+            };
+            if std::env::var("BENCH_VERBOSE").is_ok() {
+                println!(
+                    "    receiver thread: {:.1} ms of CPU (warm-up included)",
+                    (thread_cpu() - cpu).as_secs_f64() * 1e3
+                );
             }
+            n
         },
         move |addr, done| async move {
             let mut c = ClientConfig::new(key);
@@ -344,6 +368,10 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
             {
                 c.engine.unsent_limit = b;
             }
+            let links = match env_u64("BENCH_COUNT") {
+                Some(n) if links > 1 => n as u32,
+                _ => links,
+            };
             let spec = format!("tcp://{addr}?count={links}&cc=cubic")
                 .parse()
                 .unwrap();
@@ -352,16 +380,42 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let handle = conn.handle();
+            let mut conn = conn;
+            let warm = env_u64("BENCH_WARM_MB").unwrap_or(0) * 1_000_000;
+            if warm > 0 {
+                let buf = vec![0x5au8; 256 * 1024];
+                let mut sent = 0u64;
+                while sent < warm {
+                    let k = (warm - sent).min(buf.len() as u64) as usize;
+                    conn.write_all(&buf[..k]).await.unwrap();
+                    sent += k as u64;
+                }
+                while handle.stats().send_buffered > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            let before: Vec<u64> = handle.links().iter().map(|l| l.stats.bytes_sent).collect();
             let m = Meter::start();
+            let cpu = thread_cpu();
             match api {
                 Api::Io => pump(conn, total).await,
                 Api::Chunks => chunk_pump(conn, total).await,
                 Api::RawTcp => unreachable!("not a braid line"),
             }
+            if std::env::var("BENCH_VERBOSE").is_ok() {
+                println!(
+                    "    sender thread: {:.1} ms of CPU",
+                    (thread_cpu() - cpu).as_secs_f64() * 1e3
+                );
+            }
             if links > 1 && std::env::var("BENCH_VERBOSE").is_ok() {
                 // Links are only listed while the connection lives: read before the end.
-                let shares: Vec<String> = (handle.links().iter())
-                    .map(|l| format!("{:.1}%", l.stats.bytes_sent as f64 * 100.0 / total as f64))
+                let shares: Vec<String> = (handle.links().iter().enumerate())
+                    .map(|(i, l)| {
+                        let sent = (l.stats.bytes_sent)
+                            .saturating_sub(before.get(i).copied().unwrap_or(0));
+                        format!("{:.1}%", sent as f64 * 100.0 / total as f64)
+                    })
                     .collect();
                 println!("    links' shares of the bytes sent: {}", shares.join(" "));
             }
@@ -369,7 +423,10 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
             m
         },
     );
-    assert_eq!(got, total);
+    assert_eq!(
+        got,
+        total + env_u64("BENCH_WARM_MB").unwrap_or(0) * 1_000_000
+    );
     m.finish(total)
 }
 
