@@ -165,7 +165,8 @@ async fn sink<R: AsyncReadExt + Unpin>(mut r: R) -> u64 {
     }
 }
 
-async fn pump<W: AsyncWriteExt + Unpin>(mut w: W, total: u64) {
+/// Writes `total` bytes, 256 KiB at a time.
+async fn write_n<W: AsyncWriteExt + Unpin>(w: &mut W, total: u64) {
     let buf = vec![0x5au8; 256 * 1024];
     let mut sent = 0u64;
     while sent < total {
@@ -173,6 +174,10 @@ async fn pump<W: AsyncWriteExt + Unpin>(mut w: W, total: u64) {
         w.write_all(&buf[..k]).await.unwrap();
         sent += k as u64;
     }
+}
+
+async fn pump<W: AsyncWriteExt + Unpin>(mut w: W, total: u64) {
+    write_n(&mut w, total).await;
     w.shutdown().await.unwrap();
 }
 
@@ -383,13 +388,7 @@ fn braid_bulk(links: u32, security: Security, crc: bool, api: Api, total: u64) -
             let mut conn = conn;
             let warm = env_u64("BENCH_WARM_MB").unwrap_or(0) * 1_000_000;
             if warm > 0 {
-                let buf = vec![0x5au8; 256 * 1024];
-                let mut sent = 0u64;
-                while sent < warm {
-                    let k = (warm - sent).min(buf.len() as u64) as usize;
-                    conn.write_all(&buf[..k]).await.unwrap();
-                    sent += k as u64;
-                }
+                write_n(&mut conn, warm).await;
                 while handle.stats().send_buffered > 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
