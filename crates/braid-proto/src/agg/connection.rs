@@ -626,13 +626,9 @@ impl Connection {
         if !l.is_live() {
             return false;
         }
-        let ping_due = !l.close_sent
-            && (l.ping_requested
-                || (l.ping_outstanding.is_none()
-                    && now >= l.last_ping_sent + self.config.keepalive));
         !l.pongs_pending.is_empty()
             || l.ack_pending
-            || ping_due
+            || l.ping_due(now, self.config.keepalive)
             || self.window_update_pending
             || (l.state == LinkState::Draining && l.in_flight.is_empty() && !l.close_sent)
             || self.can_send_data(link, now)
@@ -657,11 +653,8 @@ impl Connection {
     pub fn can_send_data(&self, link: LinkId, now: Time) -> bool {
         self.state == State::Open
             && (self.send.has_new() || self.send.has_resend())
-            && self.links.get(&link).is_some_and(|l| {
-                l.state == LinkState::Active
-                    && !l.close_received
-                    && l.in_flight_bytes < l.window(now, &self.config)
-            })
+            && (self.links.get(&link))
+                .is_some_and(|l| scheduler::usable(l) && scheduler::has_room(l, now, &self.config))
             && self.shared_room(link).is_none_or(|(w, used)| used < w)
     }
 
@@ -767,10 +760,7 @@ impl Connection {
         for token in l.pongs_pending.drain(..) {
             out.put_frame(&Frame::Pong { token });
         }
-        let ping_due = !l.close_sent
-            && (l.ping_requested
-                || (l.ping_outstanding.is_none()
-                    && now >= l.last_ping_sent + self.config.keepalive));
+        let ping_due = l.ping_due(now, self.config.keepalive);
         if l.ack_pending || ping_due || window_update {
             l.ack_pending = false;
             out.put_frame(&Frame::Ack {
@@ -824,10 +814,7 @@ impl Connection {
         let start = out.written();
         while out.written() - start < max {
             let l = &self.links[&id];
-            if l.state != LinkState::Active
-                || l.close_received
-                || l.in_flight_bytes >= l.window(now, &self.config)
-            {
+            if !(scheduler::usable(l) && scheduler::has_room(l, now, &self.config)) {
                 return;
             }
             if !(self.send.has_new() || self.send.has_resend()) {
@@ -847,11 +834,9 @@ impl Connection {
             }
             // 1. Chunks whose link died or stalled, on the best other link that has room.
             if let Some(seq) = self.send.next_resend(id) {
-                let (len, on) = self
-                    .send
-                    .chunk(seq)
-                    .map_or((0, Vec::new()), |c| (c.data.len() as u64, c.links.clone()));
-                if scheduler::best_with_room(&self.links, &on, now, len, &self.config) == Some(id) {
+                let c = self.send.chunk(seq);
+                let (len, on) = c.map_or((0, &[][..]), |c| (c.data.len() as u64, &c.links[..]));
+                if scheduler::best_with_room(&self.links, on, now, len, &self.config) == Some(id) {
                     self.retransmit(id, seq, now, out);
                     continue;
                 }

@@ -272,6 +272,14 @@ impl Link {
         (self.srtt() * rtts + self.rttvar).max(floor)
     }
 
+    /// Whether this link should send a ping now: one was asked for, or it has none
+    /// outstanding and sent none for `keepalive` (never after its `LinkClose`).
+    pub fn ping_due(&self, now: Time, keepalive: Duration) -> bool {
+        !self.close_sent
+            && (self.ping_requested
+                || (self.ping_outstanding.is_none() && now >= self.last_ping_sent + keepalive))
+    }
+
     /// When this link counts as stalled on a chunk it was expected to deliver at `expected`,
     /// if it stays silent: it owes an answer (see [`Link::awaiting_since`]), heard nothing
     /// for about a retransmission timeout (`srtt + 4 × rttvar`, at least `1.25 × srtt` and

@@ -20,11 +20,13 @@ use super::link::{Link, LinkId, LinkState};
 use super::send::SendBuffer;
 use crate::Time;
 
-fn usable(l: &Link) -> bool {
+/// Active and not closed by the peer: may take new chunks.
+pub(crate) fn usable(l: &Link) -> bool {
     l.state == LinkState::Active && !l.close_received
 }
 
-fn has_room(l: &Link, now: Time, c: &Config) -> bool {
+/// Under its own window.
+pub(crate) fn has_room(l: &Link, now: Time, c: &Config) -> bool {
     l.in_flight_bytes < l.window(now, c)
 }
 
