@@ -503,6 +503,9 @@ impl Driver {
                         Some(path) => s.conn.add_link_on_path(now, path_id(path)),
                         None => s.conn.add_link(now),
                     };
+                    if let Some(rtt) = new.link.rtt {
+                        s.conn.handshake_rtt(id, rtt, now);
+                    }
                     if let Some(tx) = new.added {
                         let _ = tx.send(id);
                     }

@@ -88,9 +88,13 @@ pub(crate) async fn client_join(
             s.checksum && s.security == Security::Plaintext,
             &mut out,
         );
+        let hello_sent = std::time::Instant::now();
         link.writer.write_all(&out).await.map_err(AuthError::Io)?;
         let mut buf = BytesMut::new();
         let (id, _index) = read_until(&mut link.reader, &mut buf, handshake::read_welcome).await?;
+        // Hello to Welcome: one round trip on the established link (the security handshake's
+        // own would also time a command link's start, e.g. ssh connecting).
+        link.rtt = Some(hello_sent.elapsed());
         if !conn.is_new() && id != conn {
             return Err(JoinError::WrongConnection);
         }
@@ -117,7 +121,12 @@ pub(crate) async fn server_hello(
         .await?;
         let mut buf = BytesMut::new();
         match read_until(&mut link.reader, &mut buf, handshake::read_hello).await {
-            Ok(hello) => Ok((link, hello, buf.freeze())),
+            Ok(hello) => {
+                // Our last handshake message to the Hello that answers it: a round trip
+                // (and the client's work on that message).
+                link.rtt = Some(link.sent_last().elapsed());
+                Ok((link, hello, buf.freeze()))
+            }
             Err(JoinError::Handshake(HandshakeError::Version(v))) => {
                 refuse(&mut link, RefuseCode::Version).await;
                 Err(JoinError::Handshake(HandshakeError::Version(v)))

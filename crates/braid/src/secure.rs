@@ -533,6 +533,27 @@ pub struct SecureLink {
     pub peer: String,
     /// The network path it takes, if known (see [`RawLink::path`]).
     pub path: Option<String>,
+    /// When this side wrote its last handshake message: the peer's next message, read
+    /// after it, times a round trip (see [`SecureLink::sent_last`]).
+    sent_last: std::time::Instant,
+    /// The round trip the braid handshake measured on it, once it joined a connection
+    /// (set by `join`, handed to the engine by the driver).
+    pub(crate) rtt: Option<std::time::Duration>,
+}
+
+impl SecureLink {
+    /// When this side wrote its last handshake message. The responder's is the last of the
+    /// handshake, so the initiator's first message after it arrives about a round trip
+    /// later (plus the initiator's work on that message).
+    ///
+    /// ```
+    /// # fn f(link: braid::secure::SecureLink) {
+    /// let since = link.sent_last().elapsed();
+    /// # }
+    /// ```
+    pub fn sent_last(&self) -> std::time::Instant {
+        self.sent_last
+    }
 }
 
 async fn read_msg(r: &mut BoxRead, expect: usize) -> Result<Vec<u8>, AuthError> {
@@ -601,11 +622,13 @@ async fn handshake_inner(
         .psk(0, &key.0)?;
     let mut buf = [0u8; 128];
     let mut payload = [0u8; 128];
+    let sent_last;
     let transport = match role {
         Role::Initiator => {
             let mut hs = builder.build_initiator()?;
             let n = hs.write_message(&[b'B', b'R', b'D', HS_VERSION, mode_byte(mode)], &mut buf)?;
             write_msg(&mut w, &buf[..n]).await?;
+            sent_last = std::time::Instant::now();
             let msg = read_msg(&mut r, MSG2_LEN).await?;
             let n = hs
                 .read_message(&msg, &mut payload)
@@ -641,6 +664,7 @@ async fn handshake_inner(
             }
             let n = hs.write_message(&[mode_byte(mode)], &mut buf)?;
             write_msg(&mut w, &buf[..n]).await?;
+            sent_last = std::time::Instant::now();
             let (recv, send) = hs.dangerously_get_raw_split();
             (send, recv)
         }
@@ -672,6 +696,8 @@ async fn handshake_inner(
         },
         peer,
         path,
+        sent_last,
+        rtt: None,
     })
 }
 

@@ -139,6 +139,9 @@ pub(crate) struct Link {
 
     // Liveness.
     pub last_recv: Time,
+    /// The last acknowledgement of our frames or answer to our ping on it (see
+    /// [`Link::awaiting_since`]).
+    pub last_answer: Time,
     pub last_ping_sent: Time,
     pub ping_outstanding: Option<(u64, Time)>,
     /// The keepalive timer fired: send a ping at the next transmit opportunity.
@@ -178,6 +181,7 @@ impl Link {
             ack_pending: false,
             pongs_pending: Vec::new(),
             last_recv: now,
+            last_answer: now,
             last_ping_sent: Time::ZERO,
             ping_outstanding: None,
             ping_requested: false,
@@ -301,7 +305,10 @@ impl Link {
     }
 
     /// Since when this link owes us an answer (oldest unanswered data or ping, but not
-    /// before the last thing we heard), if it owes one.
+    /// before the last answer we had), if it owes one.
+    ///
+    /// An answer, not anything heard: a link stalled in our direction only still brings the
+    /// peer's data, whose frames acknowledge nothing new of ours.
     pub fn awaiting_since(&self) -> Option<Time> {
         let oldest = match (self.in_flight.front(), self.ping_outstanding) {
             (Some(t), Some((_, p))) => Some(t.sent_at.min(p)),
@@ -309,7 +316,23 @@ impl Link {
             (None, Some((_, p))) => Some(p),
             (None, None) => None,
         }?;
-        Some(oldest.max(self.last_recv))
+        Some(oldest.max(self.last_answer))
+    }
+
+    /// Whether a round trip was measured (by an acknowledgement, a pong, or the handshake).
+    pub fn has_rtt_sample(&self) -> bool {
+        self.min_rtt.is_some()
+    }
+
+    /// A round trip measured before the link carried anything (its handshake): the minimum
+    /// round trip until a smaller one is seen. The smoothed round trip (so the liveness and
+    /// stall timeouts) still starts from the first acknowledgement: a slow link's first
+    /// acknowledgement comes a whole chunk's transmission later than its handshake's answer.
+    pub fn seed_min_rtt(&mut self, now: Time, rtt: Duration) {
+        if self.min_rtt.is_none() {
+            self.min_rtt = Some((rtt, now));
+            self.stats.min_rtt = rtt;
+        }
     }
 
     pub fn rtt_sample(&mut self, now: Time, rtt: Duration) {
@@ -358,6 +381,7 @@ impl Link {
     /// The peer received the oldest transmission: update RTT and delivery rate, return it.
     pub fn on_acked(&mut self, now: Time) -> Option<Transmission> {
         let t = self.in_flight.pop_front()?;
+        self.last_answer = now;
         self.frames_acked += 1;
         self.in_flight_bytes -= t.len;
         self.delivered += t.len;

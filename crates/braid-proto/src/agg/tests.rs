@@ -111,6 +111,10 @@ impl Pair {
                 self.ends[1].add_link(self.now),
             ),
         };
+        // The driver times the handshake that joined the link: an idle round trip.
+        let rtt = 2 * Duration::from_millis(delay_ms);
+        self.ends[0].handshake_rtt(a, rtt, self.now);
+        self.ends[1].handshake_rtt(b, rtt, self.now);
         self.links.push((a, b, pipe(bottleneck), pipe(None)));
     }
 
