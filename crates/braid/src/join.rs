@@ -210,3 +210,61 @@ pub(crate) async fn join_existing(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::secure::Key;
+
+    fn settings(key: &Key) -> LinkSettings {
+        LinkSettings {
+            key: key.clone(),
+            security: Security::Plaintext,
+            handshake_timeout: Duration::from_secs(5),
+            dial_timeout: Duration::from_secs(5),
+            redial_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(1),
+            max_links: 8,
+            checksum: false,
+        }
+    }
+
+    /// Both ends time a round trip of the handshake for the engine
+    /// (`Connection::handshake_rtt`): the client from its `Hello` to the `Welcome`, the
+    /// server from its last Noise message to the `Hello`.
+    #[tokio::test]
+    async fn both_ends_time_the_handshake_round_trip() {
+        let key = Key::generate();
+        let s = settings(&key);
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (a, b) = (RawLink::from_stream(a, "a"), RawLink::from_stream(b, "b"));
+        let id = ConnectionId([7; 16]);
+        let start = Instant::now();
+        let server = async {
+            let (mut link, hello, _) = server_hello(b, &s).await.unwrap();
+            assert!(hello.conn.is_new());
+            // The server takes its time to answer: the client's round trip includes it.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let mut out = BytesMut::new();
+            handshake::welcome(id, 0, &mut out);
+            link.writer.write_all(&out).await.unwrap();
+            link
+        };
+        let (client, server) = tokio::join!(client_join(a, ConnectionId::NEW, &s), server);
+        let (client, got, _) = client.unwrap();
+        let whole = start.elapsed();
+        assert_eq!(got, id);
+        let c = client.rtt.expect("the client timed Hello to Welcome");
+        assert!(c >= Duration::from_millis(30) && c <= whole, "{c:?}");
+        let s = server
+            .rtt
+            .expect("the server timed its last message to the Hello");
+        assert!(
+            s < Duration::from_millis(30),
+            "{s:?}: the Welcome's delay is not in it"
+        );
+    }
+}

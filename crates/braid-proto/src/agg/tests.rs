@@ -63,6 +63,9 @@ struct Pair {
     /// links[i] = (id at end 0, id at end 1, pipe 0→1, pipe 1→0)
     links: Vec<(LinkId, LinkId, Pipe, Pipe)>,
     now: Time,
+    /// New links get their propagation round trip as the handshake's (as the driver times
+    /// it, see `Connection::handshake_rtt`).
+    handshake_rtt: bool,
 }
 
 impl Pair {
@@ -74,6 +77,7 @@ impl Pair {
             ],
             links: Vec::new(),
             now: Time::ZERO,
+            handshake_rtt: true,
         }
     }
 
@@ -112,9 +116,11 @@ impl Pair {
             ),
         };
         // The driver times the handshake that joined the link: an idle round trip.
-        let rtt = 2 * Duration::from_millis(delay_ms);
-        self.ends[0].handshake_rtt(a, rtt, self.now);
-        self.ends[1].handshake_rtt(b, rtt, self.now);
+        if self.handshake_rtt {
+            let rtt = 2 * Duration::from_millis(delay_ms);
+            self.ends[0].handshake_rtt(a, rtt, self.now);
+            self.ends[1].handshake_rtt(b, rtt, self.now);
+        }
         self.links.push((a, b, pipe(bottleneck), pipe(None)));
     }
 
@@ -794,6 +800,84 @@ fn links_through_one_bottleneck_share_a_window() {
     assert!(
         shared_peak < alone_peak * 3 / 4,
         "{shared_peak} against {alone_peak}"
+    );
+}
+
+/// Four fresh links through one fast bottleneck (2 Gbit/s, 50 µs away, read in batches every
+/// 300 µs, as on loopback). Their first acknowledgements come after their first windows
+/// (4 × 160 KiB) have drained through the bottleneck: 2-3 ms, forty times the idle round trip.
+/// Sized from those, their windows and the unsent limit held three times what the transfer
+/// needs, until the path's rate was known; from the handshake's round trip they start right
+/// (on loopback the cold start cost a fresh 4-link connection 15 ms of sender CPU).
+#[test]
+fn fresh_links_sized_from_the_handshake_round_trip_hold_less() {
+    let run = |handshake_rtt: bool| {
+        let mut p = Pair::new(Config::default());
+        p.handshake_rtt = handshake_rtt;
+        let bottleneck = std::rc::Rc::new(std::cell::Cell::new(Time::ZERO));
+        for _ in 0..4 {
+            p.add_path_link(2000.0, 0, Some(PathId(1)), Some(&bottleneck));
+            let (a, b, there, back) = p.links.last_mut().unwrap();
+            for pipe in [there, back] {
+                pipe.delay = Duration::from_micros(50);
+                pipe.buffer = 1 << 20;
+                pipe.batch = Some(Duration::from_micros(300));
+            }
+            if handshake_rtt {
+                let (a, b) = (*a, *b);
+                p.ends[0].handshake_rtt(a, Duration::from_micros(100), p.now);
+                p.ends[1].handshake_rtt(b, Duration::from_micros(100), p.now);
+            }
+        }
+        let size = 50_000_000u64;
+        let mut peak = 0u64;
+        let t = transfer(&mut p, size, Duration::from_secs(60), |p| {
+            let in_flight: u64 = (p.links.iter())
+                .filter_map(|l| p.ends[0].link_stats(l.0))
+                .map(|s| s.in_flight)
+                .sum();
+            peak = peak.max(in_flight);
+        });
+        (size as f64 * 8.0 / t.as_secs_f64() / 1e6, peak)
+    };
+    let (cold, cold_peak) = run(false);
+    let (seeded, seeded_peak) = run(true);
+    eprintln!(
+        "first round trip from the first acks: {cold:.0} Mbit/s, peak {cold_peak} in flight; \
+         from the handshake: {seeded:.0} Mbit/s, peak {seeded_peak}"
+    );
+    assert!(
+        seeded > 0.95 * cold,
+        "goodput {seeded:.0} against {cold:.0}"
+    );
+    assert!(
+        seeded_peak < cold_peak * 2 / 3,
+        "peak {seeded_peak} in flight against {cold_peak}"
+    );
+}
+
+/// Regression: the unsent limit (what all links deliver in two of the slowest one's round
+/// trips) took a link's guessed round trip (250 ms, before any sample) times the rates of the
+/// links already measured: a fast link measured and a second one still waiting for its first
+/// acknowledgement made the limit the whole send buffer.
+#[test]
+fn a_link_not_measured_yet_does_not_inflate_the_unsent_limit() {
+    let mut p = Pair::new(Config::default());
+    p.handshake_rtt = false;
+    p.add_link(1000.0, 1);
+    p.add_link(1000.0, 1);
+    // The second link's first acknowledgement is a long way off.
+    p.links[1].2.stalled_until = Time::from_micros(100_000);
+    let mut peak = 0;
+    transfer(&mut p, 30_000_000, Duration::from_secs(60), |p| {
+        if p.now < Time::from_micros(90_000) {
+            peak = peak.max(p.ends[0].stats().send_buffered);
+        }
+    });
+    let config = Config::default();
+    assert!(
+        peak < config.unsent_limit + 2 * config.initial_link_window + (1 << 20),
+        "{peak} bytes held while one link was measured"
     );
 }
 
