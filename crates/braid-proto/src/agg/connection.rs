@@ -191,38 +191,63 @@ impl Connection {
         }
         self.paths.entry(path).or_default();
         self.path_changed(Some(path));
+        self.seed_shared_path(Some(path), now);
         id
     }
 
     /// Gives `link` the round trip its handshake took (the driver times the exchange that
-    /// joined it) as its first minimum round trip, as TCP and QUIC take their first sample
-    /// from the handshake. Does nothing once the link has a sample of its own. (Its smoothed
-    /// round trip, which its timeouts are made of, still starts at its first acknowledgement.)
+    /// joined it). Once another live link shares its path, it is the link's first minimum
+    /// round trip, as TCP and QUIC take their first sample from the handshake; it does
+    /// nothing to a link that has a sample of its own by then. (Its smoothed round trip,
+    /// which its timeouts are made of, still starts at its first acknowledgement.)
     ///
-    /// Without it, a new link's first samples are the acknowledgements of its first window,
-    /// taken while that window and the application's first writes queue up; sized from such a
-    /// minimum round trip, its windows stay too large for as long as the link is never idle.
-    /// (On loopback, four links' first samples were 1.5-3 ms against 0.15 ms for one link
-    /// alone, and a fresh 4-link connection held 2-3 times the memory for its first 60 ms.)
+    /// Links that share a path share its bottleneck, and their first acknowledgements come
+    /// behind all their first windows: sized from those round trips, their windows stay too
+    /// large for as long as they never idle. On loopback, four fresh links' first samples
+    /// were 1.5-3 ms against 0.15 ms for one link alone, and the connection held 2-3 times
+    /// the memory for its first 60 ms. A link alone on its path is left to its own samples:
+    /// its first acknowledgements wait behind its own first window only, and where they also
+    /// wait behind the peer's data (both ways at once over a link slower back than forth) the
+    /// idle round trip would size its window below what it carries (in the simulator,
+    /// `scenarios/both-ways-asymmetric.toml`: 52 against 60 Mbit/s one of the ways).
     ///
     /// ```
     /// use std::time::Duration;
-    /// use braid_proto::agg::{Config, Connection};
+    /// use braid_proto::agg::{Config, Connection, PathId};
     /// use braid_proto::Time;
     ///
     /// let mut c = Connection::new(Config::default(), Time::ZERO);
-    /// let l = c.add_link(Time::ZERO);
-    /// c.handshake_rtt(l, Duration::from_millis(20), Time::ZERO);
-    /// assert_eq!(c.link_stats(l).unwrap().min_rtt, Duration::from_millis(20));
+    /// let a = c.add_link_on_path(Time::ZERO, PathId(1));
+    /// c.handshake_rtt(a, Duration::from_millis(20), Time::ZERO);
+    /// assert_eq!(c.link_stats(a).unwrap().min_rtt, Duration::ZERO, "alone: not measured yet");
+    /// let b = c.add_link_on_path(Time::ZERO, PathId(1));
+    /// c.handshake_rtt(b, Duration::from_millis(30), Time::ZERO);
+    /// assert_eq!(c.link_stats(a).unwrap().min_rtt, Duration::from_millis(20));
+    /// assert_eq!(c.link_stats(b).unwrap().min_rtt, Duration::from_millis(30));
     /// ```
     pub fn handshake_rtt(&mut self, link: LinkId, rtt: Duration, now: Time) {
-        if let Some(l) = self.links.get_mut(&link)
-            && !l.has_rtt_sample()
-        {
-            l.seed_min_rtt(now, rtt);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.handshake_rtt = Some(rtt);
             let path = l.path;
-            self.path_changed(path);
+            self.seed_shared_path(path, now);
         }
+    }
+
+    /// Once `path` has two live links, its links' handshake round trips become their first
+    /// minimum round trips (see [`handshake_rtt`](Self::handshake_rtt)).
+    fn seed_shared_path(&mut self, path: Option<PathId>, now: Time) {
+        let Some(p) = path else { return };
+        if self.path_links(p).nth(1).is_none() {
+            return;
+        }
+        for l in self.links.values_mut().filter(|l| l.path == path) {
+            if let Some(rtt) = l.handshake_rtt.take()
+                && !l.has_rtt_sample()
+            {
+                l.seed_min_rtt(now, rtt);
+            }
+        }
+        self.path_changed(path);
     }
 
     /// Starts a graceful leave of `link`: no new data is scheduled on it; once its data is

@@ -137,6 +137,10 @@ pub(crate) struct Link {
     pub ack_pending: bool,
     pub pongs_pending: Vec<u64>,
 
+    /// The handshake's round trip, until it seeds the minimum (see
+    /// `Connection::handshake_rtt`).
+    pub handshake_rtt: Option<Duration>,
+
     // Liveness.
     pub last_recv: Time,
     /// The last acknowledgement of our frames or answer to our ping on it (see
@@ -180,6 +184,7 @@ impl Link {
             frames_received: 0,
             ack_pending: false,
             pongs_pending: Vec::new(),
+            handshake_rtt: None,
             last_recv: now,
             last_answer: now,
             last_ping_sent: Time::ZERO,
@@ -325,7 +330,7 @@ impl Link {
     }
 
     /// A round trip measured before the link carried anything (its handshake): the minimum
-    /// round trip until a smaller one is seen. The smoothed round trip (so the liveness and
+    /// round trip until a smaller one is seen (see `Connection::handshake_rtt`). The smoothed round trip (so the liveness and
     /// stall timeouts) still starts from the first acknowledgement: a slow link's first
     /// acknowledgement comes a whole chunk's transmission later than its handshake's answer.
     pub fn seed_min_rtt(&mut self, now: Time, rtt: Duration) {
@@ -418,6 +423,23 @@ mod tests {
         assert_eq!(f.get(), 10.0);
         f.update(Time::from_micros(1_200_000), 4.0, w);
         assert!(f.get() < 10.0, "old maximum expires");
+    }
+
+    /// A link stalled our way still brings the peer's data: hearing it is no answer to what
+    /// we sent, so the wait counts from our oldest unanswered chunk; an acknowledgement
+    /// (or a pong) restarts it.
+    #[test]
+    fn only_an_answer_ends_the_wait_for_one() {
+        let ms = |m: u64| Time::from_micros(m * 1000);
+        let mut l = Link::new(LinkId(0), Time::ZERO);
+        l.on_send(0, 1000, ms(10));
+        l.on_send(1000, 1000, ms(20));
+        l.last_recv = ms(500);
+        assert_eq!(l.awaiting_since(), Some(ms(10)));
+        l.on_acked(ms(600));
+        assert_eq!(l.awaiting_since(), Some(ms(600)));
+        l.on_acked(ms(700));
+        assert_eq!(l.awaiting_since(), None);
     }
 
     #[test]
