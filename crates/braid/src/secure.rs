@@ -627,8 +627,8 @@ async fn handshake_inner(
         Role::Initiator => {
             let mut hs = builder.build_initiator()?;
             let n = hs.write_message(&[b'B', b'R', b'D', HS_VERSION, mode_byte(mode)], &mut buf)?;
-            write_msg(&mut w, &buf[..n]).await?;
             sent_last = std::time::Instant::now();
+            write_msg(&mut w, &buf[..n]).await?;
             let msg = read_msg(&mut r, MSG2_LEN).await?;
             let n = hs
                 .read_message(&msg, &mut payload)
@@ -663,8 +663,9 @@ async fn handshake_inner(
                 });
             }
             let n = hs.write_message(&[mode_byte(mode)], &mut buf)?;
-            write_msg(&mut w, &buf[..n]).await?;
+            // Before the write: the answer may be back before this task runs again.
             sent_last = std::time::Instant::now();
+            write_msg(&mut w, &buf[..n]).await?;
             let (recv, send) = hs.dangerously_get_raw_split();
             (send, recv)
         }
