@@ -144,7 +144,7 @@ pub(crate) struct Link {
     // Liveness.
     pub last_recv: Time,
     /// The last acknowledgement of our frames or answer to our ping on it (see
-    /// [`Link::awaiting_since`]).
+    /// [`Link::unanswered_since`]).
     pub last_answer: Time,
     pub last_ping_sent: Time,
     pub ping_outstanding: Option<(u64, Time)>,
@@ -290,7 +290,7 @@ impl Link {
     }
 
     /// When this link counts as stalled on a chunk it was expected to deliver at `expected`,
-    /// if it stays silent: it owes an answer (see [`Link::awaiting_since`]), heard nothing
+    /// if it stays silent: it owes an answer and had none (see [`Link::unanswered_since`])
     /// for about a retransmission timeout (`srtt + 4 × rttvar`, at least `1.25 × srtt` and
     /// `floor`), and the chunk's acknowledgement is overdue by `4 × rttvar` (at least
     /// `floor`). The second condition keeps a link whose queue just grew (its smoothed round
@@ -306,22 +306,32 @@ impl Link {
         let srtt = self.srtt();
         let rto = (srtt + 4 * self.rttvar).max(srtt * 5 / 4).max(floor);
         let overdue = expected + self.owd() + (4 * self.rttvar).max(floor);
-        Some((self.awaiting_since()? + rto).max(overdue))
+        Some((self.unanswered_since()? + rto).max(overdue))
     }
 
     /// Since when this link owes us an answer (oldest unanswered data or ping, but not
-    /// before the last answer we had), if it owes one.
-    ///
-    /// An answer, not anything heard: a link stalled in our direction only still brings the
-    /// peer's data, whose frames acknowledge nothing new of ours.
+    /// before the last thing we heard on it), if it owes one: its liveness timeout runs from
+    /// there (a link that brings anything is alive).
     pub fn awaiting_since(&self) -> Option<Time> {
-        let oldest = match (self.in_flight.front(), self.ping_outstanding) {
+        Some(self.oldest_unanswered()?.max(self.last_recv))
+    }
+
+    /// Since when this link owes us an answer, not counting what we heard that answers
+    /// nothing (see [`Link::stalled_at`]): a link stalled our way only still brings the
+    /// peer's data, whose frames acknowledge nothing new of ours. Only an acknowledgement or a
+    /// pong restarts it.
+    pub fn unanswered_since(&self) -> Option<Time> {
+        Some(self.oldest_unanswered()?.max(self.last_answer))
+    }
+
+    /// When the oldest unanswered chunk or ping on this link was sent.
+    fn oldest_unanswered(&self) -> Option<Time> {
+        match (self.in_flight.front(), self.ping_outstanding) {
             (Some(t), Some((_, p))) => Some(t.sent_at.min(p)),
             (Some(t), None) => Some(t.sent_at),
             (None, Some((_, p))) => Some(p),
             (None, None) => None,
-        }?;
-        Some(oldest.max(self.last_answer))
+        }
     }
 
     /// Whether a round trip was measured (by an acknowledgement, a pong, or the handshake).
@@ -330,9 +340,10 @@ impl Link {
     }
 
     /// A round trip measured before the link carried anything (its handshake): the minimum
-    /// round trip until a smaller one is seen (see `Connection::handshake_rtt`). The smoothed round trip (so the liveness and
-    /// stall timeouts) still starts from the first acknowledgement: a slow link's first
-    /// acknowledgement comes a whole chunk's transmission later than its handshake's answer.
+    /// round trip until a smaller one is seen (see `Connection::handshake_rtt`). The smoothed
+    /// round trip (so the liveness and stall timeouts) still starts from the first
+    /// acknowledgement: a slow link's first acknowledgement comes a whole chunk's
+    /// transmission later than its handshake's answer.
     pub fn seed_min_rtt(&mut self, now: Time, rtt: Duration) {
         if self.min_rtt.is_none() {
             self.min_rtt = Some((rtt, now));
@@ -435,11 +446,13 @@ mod tests {
         l.on_send(0, 1000, ms(10));
         l.on_send(1000, 1000, ms(20));
         l.last_recv = ms(500);
-        assert_eq!(l.awaiting_since(), Some(ms(10)));
+        assert_eq!(l.unanswered_since(), Some(ms(10)));
+        // It is alive, though: its liveness timeout runs from what it brought.
+        assert_eq!(l.awaiting_since(), Some(ms(500)));
         l.on_acked(ms(600));
-        assert_eq!(l.awaiting_since(), Some(ms(600)));
+        assert_eq!(l.unanswered_since(), Some(ms(600)));
         l.on_acked(ms(700));
-        assert_eq!(l.awaiting_since(), None);
+        assert_eq!(l.unanswered_since(), None);
     }
 
     #[test]
