@@ -92,7 +92,9 @@ fn serve_with(dir: &Path, key: &str, port: u16, forward: &str, extra: &[&str]) -
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // Listening, and its control socket bound (the two are not made in one step: a test
+    // that went straight for the socket once found it missing on a loaded machine).
+    while TcpStream::connect(("127.0.0.1", port)).is_err() || !dir.join("serve.sock").exists() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "serve did not start"

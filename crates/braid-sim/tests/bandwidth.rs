@@ -90,3 +90,20 @@ fn both_ways_over_an_asymmetric_link_keep_their_pace() {
         assert!(ratios[1] >= 0.97, "seed {}: {ratios:?}", r.seed);
     }
 }
+
+/// Regression (found in review): a link whose answers to us wait behind the peer's deep
+/// queue (uploading over a 1 Mbit/s side with a 256 KiB socket buffer) still brings the
+/// peer's data, so it is alive. When the liveness timeout ran from the last *answer* instead
+/// of the last byte heard, the only link was declared dead at 1.1 s and the transfer stuck.
+#[test]
+fn a_link_that_brings_data_is_not_declared_dead() {
+    let s = common::scenario("upload-over-adsl.toml", 1);
+    for r in common::run(&s) {
+        assert_eq!(
+            r.false_deaths, 0,
+            "seed {}: a live link was declared dead",
+            r.seed
+        );
+        common::assert_exact(&r);
+    }
+}
