@@ -1022,13 +1022,9 @@ fn bulk_after_an_application_limited_trickle_starts_as_fast_as_alone() {
     );
 }
 
-/// A link whose TCP connection stalls (a retransmission timeout backing off) without dying:
-/// what it holds is resent on the other links once it is overdue, well before the stalled
-/// link would time out. The links have deep queues, as socket buffers on a slow path give
-/// them, so their round trips and timeouts are long (the case of `count=N` sockets on a
-/// 5-10 Mbit/s path, where one connection's backoff held up delivery for 1.4-2.4 s).
-#[test]
-fn what_a_stalled_link_holds_is_resent_before_the_link_times_out() {
+/// Three 5 Mbit/s links 40 ms away whose forward pipes queue 256 KiB, as socket buffers on a
+/// slow path do: long round trips, long timeouts.
+fn three_links_with_deep_queues() -> Pair {
     let mut p = Pair::new(Config::default());
     for _ in 0..3 {
         p.add_link(5.0, 40);
@@ -1036,12 +1032,29 @@ fn what_a_stalled_link_holds_is_resent_before_the_link_times_out() {
     for (_, _, fwd, _) in &mut p.links {
         fwd.buffer = 256 * 1024;
     }
+    p
+}
+
+/// At 3 s, once: notes the first link's liveness timeout in `timeout` and stalls its forward
+/// direction for 3 s (a TCP retransmission timeout backing off).
+fn stall_the_first_link_at_3s(p: &mut Pair, timeout: &mut Option<Duration>) {
+    if timeout.is_none() && p.now >= Time::from_micros(3_000_000) {
+        *timeout = p.ends[0].link_timeout(p.links[0].0);
+        p.links[0].2.stalled_until = p.now + Duration::from_secs(3);
+    }
+}
+
+/// A link whose TCP connection stalls (a retransmission timeout backing off) without dying:
+/// what it holds is resent on the other links once it is overdue, well before the stalled
+/// link would time out. The links have deep queues, as socket buffers on a slow path give
+/// them, so their round trips and timeouts are long (the case of `count=N` sockets on a
+/// 5-10 Mbit/s path, where one connection's backoff held up delivery for 1.4-2.4 s).
+#[test]
+fn what_a_stalled_link_holds_is_resent_before_the_link_times_out() {
+    let mut p = three_links_with_deep_queues();
     let mut timeout = None;
     let (_, gap) = transfer_gaps(&mut p, 6_000_000, Duration::from_secs(60), |p| {
-        if timeout.is_none() && p.now >= Time::from_micros(3_000_000) {
-            timeout = p.ends[0].link_timeout(p.links[0].0);
-            p.links[0].2.stalled_until = p.now + Duration::from_secs(3);
-        }
+        stall_the_first_link_at_3s(p, &mut timeout);
     });
     let timeout = timeout.expect("stalled");
     let resent = p.ends[0].stats().bytes_resent;
@@ -1054,17 +1067,11 @@ fn what_a_stalled_link_holds_is_resent_before_the_link_times_out() {
 }
 
 /// The same stall while the peer sends back over every link (traffic both ways). The peer's
-/// data on the stalled link keeps it from being silent only until the peer's window on it
-/// fills: our acknowledgements of that data wait behind our stalled direction too.
+/// data still arrives on the stalled link, but it answers nothing we sent: the stall counts
+/// from the link's last acknowledgement (`Link::unanswered_since`).
 #[test]
 fn a_link_stalled_one_way_is_rerouted_while_the_peer_still_sends_on_it() {
-    let mut p = Pair::new(Config::default());
-    for _ in 0..3 {
-        p.add_link(5.0, 40);
-    }
-    for (_, _, fwd, _) in &mut p.links {
-        fwd.buffer = 256 * 1024;
-    }
+    let mut p = three_links_with_deep_queues();
     let mut timeout = None;
     let chunk = vec![9u8; 4096];
     let (_, gap) = transfer_gaps(&mut p, 6_000_000, Duration::from_secs(60), |p| {
@@ -1073,10 +1080,7 @@ fn a_link_stalled_one_way_is_rerouted_while_the_peer_still_sends_on_it() {
             let _ = p.ends[1].write(&chunk);
         }
         while let Ok(Read::Data(_)) = p.ends[0].read(usize::MAX) {}
-        if timeout.is_none() && p.now >= Time::from_micros(3_000_000) {
-            timeout = p.ends[0].link_timeout(p.links[0].0);
-            p.links[0].2.stalled_until = p.now + Duration::from_secs(3);
-        }
+        stall_the_first_link_at_3s(p, &mut timeout);
     });
     let timeout = timeout.expect("stalled");
     assert!(
