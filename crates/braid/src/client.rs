@@ -74,7 +74,7 @@ impl ClientConfig {
         }
     }
 
-    fn settings(&self) -> LinkSettings {
+    pub(crate) fn settings(&self) -> LinkSettings {
         LinkSettings {
             key: self.key.clone(),
             security: self.security,

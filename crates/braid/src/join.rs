@@ -218,27 +218,12 @@ mod tests {
     use super::*;
     use crate::secure::Key;
 
-    fn settings(key: &Key) -> LinkSettings {
-        LinkSettings {
-            key: key.clone(),
-            security: Security::Plaintext,
-            handshake_timeout: Duration::from_secs(5),
-            dial_timeout: Duration::from_secs(5),
-            redial_timeout: Duration::from_secs(5),
-            backoff_initial: Duration::from_millis(100),
-            backoff_cap: Duration::from_secs(1),
-            max_links: 8,
-            checksum: false,
-        }
-    }
-
     /// Both ends time a round trip of the handshake for the engine
     /// (`Connection::handshake_rtt`): the client from its `Hello` to the `Welcome`, the
     /// server from its last Noise message to the `Hello`.
     #[tokio::test]
     async fn both_ends_time_the_handshake_round_trip() {
-        let key = Key::generate();
-        let s = settings(&key);
+        let s = crate::client::ClientConfig::new(Key::generate()).settings();
         let (a, b) = tokio::io::duplex(1 << 16);
         let (a, b) = (RawLink::from_stream(a, "a"), RawLink::from_stream(b, "b"));
         let id = ConnectionId([7; 16]);
