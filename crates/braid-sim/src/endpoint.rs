@@ -12,8 +12,6 @@ use braid_proto::agg::{
 pub trait Endpoint {
     /// See [`Connection::add_link`].
     fn add_link(&mut self, now: Time) -> LinkId;
-    /// See [`Connection::handshake_rtt`]. The default does nothing.
-    fn handshake_rtt(&mut self, _link: LinkId, _rtt: std::time::Duration, _now: Time) {}
     /// See [`Connection::remove_link`].
     fn remove_link(&mut self, link: LinkId, now: Time);
     /// See [`Connection::link_failed`].
@@ -52,9 +50,6 @@ pub trait Endpoint {
 impl Endpoint for Connection {
     fn add_link(&mut self, now: Time) -> LinkId {
         Connection::add_link(self, now)
-    }
-    fn handshake_rtt(&mut self, link: LinkId, rtt: std::time::Duration, now: Time) {
-        Connection::handshake_rtt(self, link, rtt, now)
     }
     fn remove_link(&mut self, link: LinkId, now: Time) {
         Connection::remove_link(self, link, now)

@@ -540,11 +540,8 @@ impl<E: Endpoint> Simulation<E> {
         let l = &mut self.links[link];
         l.phys = Phys::Up;
         l.joined = Some(now);
-        // The driver times the handshake that joined the link: an idle round trip.
-        let rtt = l.params.delay[0] + l.params.delay[1];
         for side in 0..2 {
             let id = self.sides[side].ep.add_link(now);
-            self.sides[side].ep.handshake_rtt(id, rtt, now);
             self.links[link].ids[side] = Some(id);
             self.links[link].open[side] = true;
             self.sides[side].ids.insert(id, link);
