@@ -634,6 +634,12 @@ impl Driver {
         limit: usize,
     ) {
         let inner = &self.inner;
+        // A link whose writer holds `limit` batches has a full socket: the other links of its
+        // path must not leave data to it (see `Connection::link_blocked`). Told for all links
+        // before any is polled, and again as each one's queue fills.
+        for (&id, l) in &self.links {
+            s.conn.link_blocked(id, l.queued >= limit);
+        }
         for (&id, l) in self.links.iter_mut() {
             // Most links of a path are idle while one carries the data: not polled at all.
             while l.queued < limit && s.conn.may_transmit(id, now) {
@@ -652,6 +658,7 @@ impl Driver {
                     break;
                 }
             }
+            s.conn.link_blocked(id, l.queued >= limit);
             if let Some(limit) = l.recycle {
                 if l.sent >= limit && !l.leaving {
                     tracing::debug!(conn = %inner.id, link = %id, "recycling link after {} bytes", l.sent);

@@ -2,8 +2,9 @@
 //! (`fuzz/fuzz_targets/agg_engine.rs`) and an in-tree property test. Not a stable API.
 //!
 //! Two connections A and B are joined by links whose bytes queue in memory; every input byte
-//! picks the next operation (write, copied or handed over as a buffer, read, finish, deliver some bytes of a link, corrupt them,
-//! add, fail or drain a link, advance time, abort). After every step the invariants hold:
+//! picks the next operation (write, copied or handed over as a buffer, read, finish, deliver
+//! some bytes of a link, add, fail or drain a link, block or unblock a link's transport, time
+//! a link's handshake, advance time, abort). After every step the invariants hold:
 //! nothing panics, B reads exactly a prefix of what A wrote, in order, and both buffers stay
 //! within their limits.
 
@@ -15,6 +16,9 @@ use crate::Time;
 
 struct Link {
     ids: [LinkId; 2],
+    /// End `i`'s transport takes no bytes (its driver polls nothing and says so, see
+    /// `Connection::link_blocked`).
+    blocked: [bool; 2],
     /// Bytes in flight from end `i` to the other end.
     wires: [VecDeque<u8>; 2],
 }
@@ -91,6 +95,7 @@ pub fn run_ops(input: &[u8]) {
                 let ids = [add(&mut ends[0]), add(&mut ends[1])];
                 links.push(Link {
                     ids,
+                    blocked: [false; 2],
                     wires: [VecDeque::new(), VecDeque::new()],
                 });
             }
@@ -124,11 +129,27 @@ pub fn run_ops(input: &[u8]) {
                 }
             }
             13 if arg == 0xAB => ends[side].abort(7, now),
+            14 if !links.is_empty() => {
+                // A link's socket fills up, or takes bytes again.
+                let i = usize::from(arg) % links.len();
+                let l = &mut links[i];
+                l.blocked[side] = !l.blocked[side];
+                ends[side].link_blocked(l.ids[side], l.blocked[side]);
+            }
+            15 if !links.is_empty() => {
+                // The driver timed the handshake that joined a link.
+                let i = usize::from(arg) % links.len();
+                let rtt = Duration::from_micros(u64::from(arg) * 250);
+                ends[side].handshake_rtt(links[i].ids[side], rtt, now);
+            }
             _ => {}
         }
         // Drain transmissions and events after every step, as a driver does.
         for l in &mut links {
             for (i, end) in ends.iter_mut().enumerate() {
+                if l.blocked[i] {
+                    continue;
+                }
                 let mut out = Vec::new();
                 let can_send_data = end.can_send_data(l.ids[i], now);
                 let may_transmit = end.may_transmit(l.ids[i], now);

@@ -126,6 +126,8 @@ pub(crate) struct Link {
     rate: MaxFilter,
     /// Halved window until then (penalty for holding up the peer's reorder buffer).
     pub penalized_until: Time,
+    /// Its transport cannot take more bytes now (see `Connection::link_blocked`).
+    pub blocked: bool,
 
     // Round trip.
     pub srtt: Option<Duration>,
@@ -178,6 +180,7 @@ impl Link {
             first_sent_time: now,
             rate: MaxFilter::default(),
             penalized_until: Time::ZERO,
+            blocked: false,
             srtt: None,
             rttvar: Duration::ZERO,
             min_rtt: None,
