@@ -237,6 +237,16 @@ impl Link {
     /// The delay is at least `c.window_rtt_floor`, so a few-µs idle round trip on loopback
     /// does not size the window below what batched acknowledgements need.
     pub fn window(&self, now: Time, c: &Config) -> u64 {
+        let w = self.unpenalized_window(c);
+        if now < self.penalized_until {
+            (w / 2).max(2 * self.chunk_size(c) as u64)
+        } else {
+            w
+        }
+    }
+
+    /// [`Link::window`] without its penalty.
+    pub fn unpenalized_window(&self, c: &Config) -> u64 {
         let chunk = self.chunk_size(c) as u64;
         let w = if self.has_rate_sample() {
             let rtt = self.min_rtt().max(c.window_rtt_floor);
@@ -245,7 +255,6 @@ impl Link {
         } else {
             c.initial_link_window
         };
-        let w = if now < self.penalized_until { w / 2 } else { w };
         w.max(2 * chunk)
     }
 
