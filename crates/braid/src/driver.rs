@@ -118,9 +118,26 @@ pub(crate) struct WriterSlot {
     /// Direct writes allowed (not on links recycled after some bytes: the driver counts
     /// what those send).
     direct: bool,
+    /// The socket took less than it was given and the writer waits for it to take more:
+    /// the driver tells the engine the link is blocked (`Connection::link_blocked`).
+    stuck: std::sync::atomic::AtomicBool,
 }
 
 impl WriterSlot {
+    /// Runs a write of the link's writer; while it waits for the socket to take bytes, the
+    /// link counts as stuck.
+    async fn write<T>(&self, op: impl std::future::Future<Output = T>) -> T {
+        let mut op = std::pin::pin!(op);
+        if let std::task::Poll::Ready(r) = futures::poll!(op.as_mut()) {
+            return r;
+        }
+        self.stuck.store(true, std::sync::atomic::Ordering::Release);
+        let r = op.await;
+        self.stuck
+            .store(false, std::sync::atomic::Ordering::Release);
+        r
+    }
+
     fn try_take(&self) -> Option<LinkWriter> {
         self.writer.try_lock().ok()?.take()
     }
@@ -203,6 +220,10 @@ impl DirectJob {
             );
             self.slot.put(w);
             if !done {
+                // The writer task flushes the rest and clears this once the socket took it.
+                self.slot
+                    .stuck
+                    .store(true, std::sync::atomic::Ordering::Release);
                 let _ = self.slot.cmds.send(WriterCmd::Flush);
             }
         }
@@ -326,7 +347,7 @@ async fn writer_task(
         let r = match &cmd {
             WriterCmd::Write(buf) => {
                 let mut w = slot.take().await;
-                let r = w.write_records(buf, &engine_frame_len).await;
+                let r = slot.write(w.write_records(buf, &engine_frame_len)).await;
                 slot.queued
                     .fetch_sub(1, std::sync::atomic::Ordering::Release);
                 if buf.iter().map(|b| b.len()).sum::<usize>() > SMALL_WRITE {
@@ -339,7 +360,9 @@ async fn writer_task(
             }
             WriterCmd::Flush => {
                 let mut w = slot.take().await;
-                let r = w.flush_pending().await;
+                let r = slot.write(w.flush_pending()).await;
+                slot.stuck
+                    .store(false, std::sync::atomic::Ordering::Release);
                 slot.put(w);
                 r
             }
@@ -525,6 +548,7 @@ impl Driver {
                         back: tokio::sync::Notify::new(),
                         cmds: wtx.clone(),
                         queued: Default::default(),
+                        stuck: Default::default(),
                         direct: recycle.is_none(),
                     });
                     s.direct.insert(id, slot.clone());
@@ -634,11 +658,12 @@ impl Driver {
         limit: usize,
     ) {
         let inner = &self.inner;
-        // A link whose writer holds `limit` batches has a full socket: the other links of its
-        // path must not leave data to it (see `Connection::link_blocked`). Told for all links
-        // before any is polled, and again as each one's queue fills.
+        // A link whose socket takes no more now: the other links of its path must not leave
+        // data to it (see `Connection::link_blocked`). A full queue of batches is not that:
+        // on a single-threaded runtime the writer has just not run yet since this step began.
         for (&id, l) in &self.links {
-            s.conn.link_blocked(id, l.queued >= limit);
+            let stuck = l.slot.stuck.load(std::sync::atomic::Ordering::Acquire);
+            s.conn.link_blocked(id, stuck);
         }
         for (&id, l) in self.links.iter_mut() {
             // Most links of a path are idle while one carries the data: not polled at all.
@@ -658,7 +683,6 @@ impl Driver {
                     break;
                 }
             }
-            s.conn.link_blocked(id, l.queued >= limit);
             if let Some(limit) = l.recycle {
                 if l.sent >= limit && !l.leaving {
                     tracing::debug!(conn = %inner.id, link = %id, "recycling link after {} bytes", l.sent);
