@@ -55,6 +55,9 @@ struct SharedPath {
     window: u64,
     /// Its links' own windows added up.
     own: u64,
+    /// Its highest-ranked link (see [`path_rank`]) whose transport is not blocked: the one
+    /// that may lead it (see `Connection::leads_its_path`).
+    first: Option<LinkId>,
     /// The longest minimum round trip of a link that shares the window (see
     /// [`path::near_rtt`]): links farther away take another route to the same address.
     near: Duration,
@@ -281,8 +284,13 @@ impl Connection {
     /// c.link_blocked(a, false);
     /// ```
     pub fn link_blocked(&mut self, link: LinkId, blocked: bool) {
-        if let Some(l) = self.links.get_mut(&link) {
+        if let Some(l) = self.links.get_mut(&link)
+            && l.blocked != blocked
+        {
             l.blocked = blocked;
+            // It may or may not lead its path now.
+            let path = l.path;
+            self.path_changed(path);
         }
     }
 
@@ -487,6 +495,8 @@ impl Connection {
         }
         self.peer_window_end = self.peer_window_end.max(window_end);
         let (path, mut acked) = (l.path, 0);
+        // Its rate and round trip may change: so may what its path shares.
+        let any = l.frames_acked < link_frames;
         while l.frames_acked < link_frames {
             let t = l.on_acked(now).expect("count checked");
             acked += t.len;
@@ -501,6 +511,8 @@ impl Connection {
             if let Some(state) = self.paths.get_mut(&p) {
                 state.rate.on_acked(now, acked, rtt);
             }
+        }
+        if any {
             self.path_changed(path);
         }
         self.stats.bytes_acked += self.send.ack_cumulative(cumulative);
@@ -641,10 +653,15 @@ impl Connection {
             .min()?;
         let near = path::near_rtt(shortest);
         let (mut n, mut chunk, mut own) = (0, 0, 0u64);
+        let init = self.config.initial_link_window;
+        let mut first: Option<&Link> = None;
         for l in active().filter(|l| l.min_rtt() <= near) {
             n += 1;
             chunk = chunk.max(l.chunk_size(&self.config) as u64);
             own = own.saturating_add(l.unpenalized_window(&self.config));
+            if !l.blocked && first.is_none_or(|f| path_rank(l, init) > path_rank(f, init)) {
+                first = Some(l);
+            }
         }
         if n < 2 {
             return None;
@@ -655,6 +672,7 @@ impl Connection {
             rtt,
             window: rate.map_or(own, |rate| path::shared_window(rate, rtt, chunk, n)),
             own,
+            first: first.map(|l| l.id),
             near,
         })
     }
@@ -1047,16 +1065,18 @@ impl Connection {
         let Some(shared) = self.shared_path(path).filter(|s| s.has(l)) else {
             return false;
         };
+        if shared.first != Some(l.id) {
+            return false;
+        }
         let init = self.config.initial_link_window;
         let chunk = l.chunk_size(&self.config) as u64;
         let mine = l.delivery_secs(chunk, init) - PATH_LEAD_SLACK.as_secs_f64();
-        let rank = path_rank(l, init);
         !self.path_links(path).any(|o| {
             o.id != l.id
                 && !o.blocked
                 && shared.has(o)
                 && scheduler::usable(o)
-                && (path_rank(o, init) > rank || o.delivery_secs(chunk, init) < mine)
+                && o.delivery_secs(chunk, init) < mine
         })
     }
 
