@@ -263,14 +263,15 @@ impl Connection {
     }
 
     /// Tells the engine whether `link`'s transport can take more bytes now: `true` while its
-    /// socket's buffer is full (the driver holds frames polled for it that it could not write
-    /// yet), `false` once it takes bytes again. Links start unblocked.
+    /// socket's buffer is full (the driver's write to it waits for room), `false` once it
+    /// takes bytes again. Links start unblocked.
     ///
     /// The links of a path leave new data to the one that leads it (docs/PROTOCOL.md,
-    /// "Scheduling": links on one path fill in order), unless that one is blocked: a link whose TCP connection is throttled on its own, or whose congestion
-    /// window collapsed, fills its socket's buffer long before its window in the engine, and
-    /// its siblings would wait for it. (MPTCP's schedulers skip a subflow whose socket has no
-    /// room the same way.)
+    /// "Scheduling": links on one path fill in order), unless that one is blocked: a link
+    /// whose TCP connection is throttled on its own, or whose congestion window collapsed,
+    /// may fill its socket's buffer long before its window in the engine, and its siblings
+    /// would wait for it. (MPTCP's schedulers skip a subflow whose socket has no room the
+    /// same way.)
     ///
     /// ```
     /// use braid_proto::agg::{Config, Connection, PathId};
@@ -1045,11 +1046,12 @@ impl Connection {
     /// higher, and it would deliver a chunk no more than [`PATH_LEAD_SLACK`] after the
     /// others of the path would (links whose transport is blocked, see
     /// [`Connection::link_blocked`], do not count). Then it may fill the path's window (see
-    /// [`Connection::shared_room`]), not only its own: a link's own window is twice its rate's bandwidth-delay product, and
-    /// where its rate is its share of a path spread over several links, that window holds it
-    /// to that share. Where each link is throttled on its own (`count=N` against
-    /// per-connection limits), a link beyond its own window is queued, soon later than the
-    /// others by more than the slack, and they take the data, as before.
+    /// [`Connection::shared_room`]), not only its own: a link's own window is twice its
+    /// rate's bandwidth-delay product, and where its rate is its share of a path spread over
+    /// several links, that window holds it to that share. Where each link is throttled on
+    /// its own (`count=N` against per-connection limits), a link beyond its own window is
+    /// queued, soon later than the others by more than the slack, and they take the data,
+    /// as before.
     ///
     /// It starts with the first acknowledgements, before the path's rate is known (its
     /// window is then the sum of its links' own, what they would hold spread anyway): on
