@@ -685,7 +685,7 @@ async fn handshake_inner(
             buf: BytesMut::new(),
             plain: BytesMut::new(),
             opened: 0,
-            blocks: BlockPool::new(READ_CHUNK, READ_BLOCKS_TRACKED),
+            blocks: BlockPool::new(READ_CHUNK, READ_BLOCKS_TRACKED).with_spare(READ_SPARE),
         },
         writer: LinkWriter {
             inner: w,
@@ -728,6 +728,17 @@ pub struct LinkReader {
 
 /// Spent read blocks tracked for reuse: enough for a full 16 MiB receive window.
 const READ_BLOCKS_TRACKED: usize = 96;
+/// Unused read blocks a link's reader holds between bursts (2 MiB), where one was held
+/// before.
+///
+/// When the application falls behind, data waits in the receive buffer and the reader's
+/// blocks come back in bursts as the application catches up; holding one of them made the
+/// next reads fresh allocations (page faults and zeroing: 17% of a loopback receiver's time
+/// with 8 links), which kept the receiver behind, with megabytes buffered and read cold, for
+/// the rest of the transfer. With 8 held, 4 links on loopback went from 0.91 to 0.99 of one
+/// link's goodput and 8 links from 0.75 to 0.94 (receiver CPU 162 against 127 ms per GB;
+/// docs/BENCHMARKS.md, session 9). Only a link that carried a burst holds them.
+const READ_SPARE: usize = 8;
 /// The largest opened head of a record the reader moves to join the next message in place
 /// (larger ones are copied aside).
 const JOIN_MAX: usize = 4096;
