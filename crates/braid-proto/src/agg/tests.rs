@@ -124,6 +124,30 @@ impl Pair {
         self.links.push((a, b, pipe(bottleneck), pipe(None)));
     }
 
+    /// `n` links through one fast bottleneck (2 Gbit/s, 50 µs away) whose receiver reads in
+    /// batches every 300 µs, with 1 MiB socket buffers, as on loopback: all on `path`, or
+    /// each on its own.
+    fn add_loopback_like_links(&mut self, n: usize, path: Option<PathId>) {
+        let bottleneck = std::rc::Rc::new(std::cell::Cell::new(Time::ZERO));
+        for _ in 0..n {
+            self.add_path_link(2000.0, 0, path, Some(&bottleneck));
+            let (_, _, there, back) = self.links.last_mut().unwrap();
+            for pipe in [there, back] {
+                pipe.delay = Duration::from_micros(50);
+                pipe.buffer = 1 << 20;
+                pipe.batch = Some(Duration::from_micros(300));
+            }
+        }
+    }
+
+    /// What end 0 has in flight over all its links.
+    fn in_flight(&self) -> u64 {
+        (self.links.iter())
+            .filter_map(|l| self.ends[0].link_stats(l.0))
+            .map(|s| s.in_flight)
+            .sum()
+    }
+
     fn pump(&mut self) {
         let now = self.now;
         for (a, b, p01, p10) in &mut self.links {
@@ -825,25 +849,12 @@ fn links_on_a_throttled_path_all_carry_data() {
 fn links_through_one_bottleneck_share_a_window() {
     let run = |shared: bool| {
         let mut p = Pair::new(Config::default());
-        let bottleneck = std::rc::Rc::new(std::cell::Cell::new(Time::ZERO));
-        for _ in 0..4 {
-            p.add_path_link(2000.0, 0, shared.then_some(PathId(1)), Some(&bottleneck));
-            let (_, _, there, back) = p.links.last_mut().unwrap();
-            for pipe in [there, back] {
-                pipe.delay = Duration::from_micros(50);
-                pipe.buffer = 1 << 20;
-                pipe.batch = Some(Duration::from_micros(300));
-            }
-        }
+        p.add_loopback_like_links(4, shared.then_some(PathId(1)));
         let size = 200_000_000u64;
         let mut peak = 0u64;
         let t = transfer(&mut p, size, Duration::from_secs(60), |p| {
-            let in_flight: u64 = (p.links.iter())
-                .filter_map(|l| p.ends[0].link_stats(l.0))
-                .map(|s| s.in_flight)
-                .sum();
             if p.now > Time::from_micros(100_000) {
-                peak = peak.max(in_flight);
+                peak = peak.max(p.in_flight());
             }
         });
         (size as f64 * 8.0 / t.as_secs_f64() / 1e6, peak)
@@ -875,16 +886,7 @@ fn links_through_one_bottleneck_share_a_window() {
 fn links_through_one_fast_bottleneck_fill_in_order() {
     let run = |links: usize| {
         let mut p = Pair::new(Config::default());
-        let bottleneck = std::rc::Rc::new(std::cell::Cell::new(Time::ZERO));
-        for _ in 0..links {
-            p.add_path_link(2000.0, 0, Some(PathId(1)), Some(&bottleneck));
-            let (_, _, there, back) = p.links.last_mut().unwrap();
-            for pipe in [there, back] {
-                pipe.delay = Duration::from_micros(50);
-                pipe.buffer = 1 << 20;
-                pipe.batch = Some(Duration::from_micros(300));
-            }
-        }
+        p.add_loopback_like_links(links, Some(PathId(1)));
         let sent = |p: &Pair| -> Vec<u64> {
             (p.links.iter())
                 .map(|l| p.ends[0].link_stats(l.0).unwrap().bytes_sent)
@@ -927,17 +929,10 @@ fn fresh_links_sized_from_the_handshake_round_trip_hold_less() {
         let mut p = Pair::new(Config::default());
         // The round trip is set below, after the pipes are (the harness would give 0 ms).
         p.handshake_rtt = false;
-        let bottleneck = std::rc::Rc::new(std::cell::Cell::new(Time::ZERO));
-        for _ in 0..4 {
-            p.add_path_link(2000.0, 0, Some(PathId(1)), Some(&bottleneck));
-            let (a, b, there, back) = p.links.last_mut().unwrap();
-            for pipe in [there, back] {
-                pipe.delay = Duration::from_micros(50);
-                pipe.buffer = 1 << 20;
-                pipe.batch = Some(Duration::from_micros(300));
-            }
-            if handshake_rtt {
-                let (a, b) = (*a, *b);
+        p.add_loopback_like_links(4, Some(PathId(1)));
+        if handshake_rtt {
+            let ids: Vec<_> = p.links.iter().map(|(a, b, ..)| (*a, *b)).collect();
+            for (a, b) in ids {
                 p.ends[0].handshake_rtt(a, Duration::from_micros(100), p.now);
                 p.ends[1].handshake_rtt(b, Duration::from_micros(100), p.now);
             }
@@ -945,11 +940,7 @@ fn fresh_links_sized_from_the_handshake_round_trip_hold_less() {
         let size = 50_000_000u64;
         let mut peak = 0u64;
         let t = transfer(&mut p, size, Duration::from_secs(60), |p| {
-            let in_flight: u64 = (p.links.iter())
-                .filter_map(|l| p.ends[0].link_stats(l.0))
-                .map(|s| s.in_flight)
-                .sum();
-            peak = peak.max(in_flight);
+            peak = peak.max(p.in_flight());
         });
         (size as f64 * 8.0 / t.as_secs_f64() / 1e6, peak)
     };
