@@ -361,6 +361,7 @@ async fn writer_task(
             WriterCmd::Flush => {
                 let mut w = slot.take().await;
                 let r = slot.write(w.flush_pending()).await;
+                // Set by the direct write that left these bytes, also when they went at once.
                 slot.stuck
                     .store(false, std::sync::atomic::Ordering::Release);
                 slot.put(w);
