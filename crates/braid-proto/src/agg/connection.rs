@@ -1126,7 +1126,16 @@ impl Connection {
                 && path_rank(l, init) > rank
                 && l.delivery_secs(len, init) <= soon_enough
                 && self.has_data_room(l.id, now)
-                && scheduler::worth_sending(&self.links, l.id, len, backlog, &self.config)
+                // With the chunk it would cut itself, as its own poll decides: asked with this
+                // link's smaller chunk, a faster sibling could look worth it here and not there,
+                // and each would leave the chunk to the other (the tail of a transfer stalled).
+                && scheduler::worth_sending(
+                    &self.links,
+                    l.id,
+                    backlog.min(l.chunk_size(&self.config) as u64),
+                    backlog,
+                    &self.config,
+                )
         })
     }
 

@@ -404,6 +404,31 @@ fn the_leader_of_a_path_dying_silently_loses_nothing() {
     );
 }
 
+/// Regression: two links on one path, B (400 Mbit/s, 2.5 ms one way) and C (200 Mbit/s, 1 ms
+/// one way), each with its own pipe. B ranks first. At the tail C left its chunk to B (B had
+/// room and would take a chunk of C's size), while B found its own, larger chunk not worth
+/// sending (C would deliver the backlog sooner): nothing in flight, nothing to wake the
+/// sender, the last 47 kB never sent. Found by review.
+#[test]
+fn two_links_of_a_path_never_leave_a_chunk_to_each_other() {
+    let mut p = Pair::new(Config::default());
+    p.handshake_rtt = false;
+    p.add_path_link(400.0, 0, Some(PathId(1)), None);
+    p.add_path_link(200.0, 0, Some(PathId(1)), None);
+    for (i, one_way_us) in [(0, 2500u64), (1, 1000)] {
+        let d = Duration::from_micros(one_way_us);
+        let (a, b, there, back) = &mut p.links[i];
+        there.delay = d;
+        back.delay = d;
+        there.buffer = 1 << 20;
+        back.buffer = 1 << 20;
+        p.ends[0].handshake_rtt(*a, 2 * d, p.now);
+        p.ends[1].handshake_rtt(*b, 2 * d, p.now);
+    }
+    // 20 MB at 600 Mbit/s: done in well under a second unless it stalls.
+    transfer(&mut p, 20_000_000, Duration::from_secs(10), |_| {});
+}
+
 #[test]
 fn slow_link_never_pulls_below_fast_alone() {
     let mut p = Pair::new(Config::default());
