@@ -799,8 +799,7 @@ impl Connection {
         let Some(l) = self.links.get(&link).filter(|_| backlog > 0) else {
             return false;
         };
-        let len = backlog.min(l.chunk_size(&self.config) as u64);
-        self.sibling_goes_first(link, now, len, backlog)
+        self.sibling_goes_first(link, now, self.chunk_len(l, backlog), backlog)
     }
 
     /// When the chunk at the head of the line counts as stuck: when the last of the links it
@@ -830,8 +829,7 @@ impl Connection {
     /// flight, and 0.898 of one link's goodput against 0.942 with this, 60 paired rounds).
     fn shared_room(&self, link: LinkId, now: Time) -> Option<(u64, u64)> {
         let l = self.links.get(&link)?;
-        let p = l.path?;
-        let shared = self.shared_path(p).filter(|s| s.has(l))?;
+        let (p, shared) = self.shared_of(l)?;
         let used = (self.path_links(p).filter(|l| shared.has(l)))
             .map(|l| l.in_flight_bytes)
             .sum();
@@ -1013,11 +1011,10 @@ impl Connection {
             //    cannot carry the whole backlog before this one delivers it).
             if self.send.has_new() {
                 let backlog = self.send.sendable(self.peer_window_end);
-                let len = (backlog as usize).min(chunk);
+                let len = self.chunk_len(&self.links[&id], backlog);
                 if (len > 0 || self.send.unsent_len() == 0)
-                    && scheduler::worth_sending(&self.links, id, len as u64, backlog, &self.config)
-                    && !(shared.is_some_and(|s| s.is_some())
-                        && self.sibling_goes_first(id, now, len as u64, backlog))
+                    && scheduler::worth_sending(&self.links, id, len, backlog, &self.config)
+                    && !self.sibling_goes_first(id, now, len, backlog)
                     && let Some((seq, data, fin)) = self.send.cut(chunk, self.peer_window_end)
                 {
                     let arrival = self.links[&id].expected_delivery(now, data.len() as u64, init);
@@ -1038,6 +1035,20 @@ impl Connection {
             }
             return;
         }
+    }
+
+    /// `l`'s path and what its links share, if `l` shares it.
+    fn shared_of(&self, l: &Link) -> Option<(PathId, SharedPath)> {
+        let path = l.path?;
+        let shared = self.shared_path(path).filter(|s| s.has(l))?;
+        Some((path, shared))
+    }
+
+    /// The length of the new chunk `l` would cut from a sendable `backlog`: what
+    /// `transmit_data` cuts, and so what every check of whether a link would send one (its
+    /// own or a sibling's) must ask about.
+    fn chunk_len(&self, l: &Link, backlog: u64) -> u64 {
+        backlog.min(l.chunk_size(&self.config) as u64)
     }
 
     /// Whether `id` may take more data: it is usable and under its own window, or it leads
@@ -1073,13 +1084,10 @@ impl Connection {
     /// loopback, spreading the data evenly until then cost a fresh 4-link connection a fifth
     /// more sender CPU for its first 100 MB (20.7 against 17.2 ms; one link 17.8).
     fn leads_its_path(&self, l: &Link, now: Time) -> bool {
-        let Some(path) = l.path else {
-            return false;
-        };
         if now < l.penalized_until {
             return false;
         }
-        let Some(shared) = self.shared_path(path).filter(|s| s.has(l)) else {
+        let Some((path, shared)) = self.shared_of(l) else {
             return false;
         };
         if shared.first != Some(l.id) {
@@ -1103,15 +1111,10 @@ impl Connection {
     /// chunk no more than [`PATH_LEAD_SLACK`] after `id`, and its transport is not blocked
     /// ([`Connection::link_blocked`]).
     fn sibling_goes_first(&self, id: LinkId, now: Time, len: u64, backlog: u64) -> bool {
-        let Some(me) = self.links.get(&id) else {
+        let Some((path, shared)) = self.links.get(&id).and_then(|me| self.shared_of(me)) else {
             return false;
         };
-        let Some(path) = me.path else {
-            return false;
-        };
-        let Some(shared) = self.shared_path(path).filter(|s| s.has(me)) else {
-            return false;
-        };
+        let me = &self.links[&id];
         if shared.first == Some(id) {
             // No usable link of the path that is not blocked ranks higher.
             return false;
@@ -1132,7 +1135,7 @@ impl Connection {
                 && scheduler::worth_sending(
                     &self.links,
                     l.id,
-                    backlog.min(l.chunk_size(&self.config) as u64),
+                    self.chunk_len(l, backlog),
                     backlog,
                     &self.config,
                 )
